@@ -1,0 +1,35 @@
+# Occopus developer entry points.  On a fresh machine `make demo` and `make test` do all the
+# set-up themselves: system packages (redis-server), a virtualenv in .venv, Python packages.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: all install test demo bench docs clean
+
+all: test
+
+install: $(STAMP)
+
+$(STAMP): setup.py requirements.txt
+	.ci/install-system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+demo: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" examples/demo.sh
+
+bench: install
+	@for script in benchmarks/*.py; do PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python $$script || exit 1; done
+
+docs: install
+	$(BIN)/pip install --quiet sphinx
+	$(BIN)/sphinx-build -q -b html docs docs/_build/html
+
+clean:
+	rm -rf $(VENV) docs/_build .pytest_cache build *.egg-info

@@ -1,0 +1,78 @@
+"""What every console script shares: common options, error reporting, exit codes.
+
+Kept light: importing this module must not import YAML, Redis, Jinja or any cloud SDK, so
+that ``-h`` answers at once.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Callable, List, Optional
+
+from occo import __version__
+from occo.errors import EXIT_ERROR, EXIT_INTERRUPTED, OccoError
+
+DEBUG_ENV = 'OCCOPUS_DEBUG'
+
+
+def make_parser(prog: str, description: str, *, cfg: bool = True,
+                auth: bool = True) -> argparse.ArgumentParser:
+    """An argument parser with the options every command has."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
+    if cfg:
+        parser.add_argument('--cfg', dest='cfg_path', metavar='CFG_PATH',
+                            help='loads configuration from CFG_PATH file')
+    if auth:
+        parser.add_argument('--auth_data_path', metavar='AUTH_DATA_PATH',
+                            help='path to Occopus authorisation file')
+    return parser
+
+
+def add_infra_id(parser: argparse.ArgumentParser, *, required: bool, help: str) -> None:
+    """``-i INFRA_ID`` with both long spellings the original used."""
+    parser.add_argument('-i', '--infra_id', '--infraid', dest='infra_id', metavar='INFRA_ID',
+                        required=required, help=help)
+
+
+def one_line(text: Any) -> str:
+    return ' '.join(str(text).split('\n'))
+
+
+def warn(prog: str, message: str) -> None:
+    print(f'{prog}: warning: {one_line(message)}', file=sys.stderr)
+
+
+def run(prog: str, parser: argparse.ArgumentParser, command: Callable[[argparse.Namespace], int],
+        argv: Optional[List[str]] = None) -> int:
+    """Parse ``argv``, run ``command`` and turn every failure into a one-line message and an
+    exit code (1 error, 2 usage or not implemented, 130 interrupted); never a traceback."""
+    args = parser.parse_args(argv)
+    try:
+        return command(args)
+    except OccoError as exc:
+        print(f'{prog}: error: {one_line(exc)}', file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f'{prog}: interrupted', file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (e.g. `| head`); nothing more to say
+        return EXIT_ERROR
+    except Exception as exc:  # a bug of ours: say so in one line, trace only on request
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f'{prog}: internal error: {type(exc).__name__}: {one_line(exc)} '
+              f'(please report it; set {DEBUG_ENV}=1 to see the traceback)', file=sys.stderr)
+        return EXIT_ERROR
+
+
+def open_session(prog: str, args: argparse.Namespace, **config_options: Any) -> Any:
+    """An :class:`occo.api.Occopus` for the configuration the options and environment choose."""
+    from occo.api import Occopus
+    from occo.config import load_config
+    config = load_config(getattr(args, 'cfg_path', None), **config_options)
+    for message in config.warnings:
+        warn(prog, message)
+    return Occopus(config)

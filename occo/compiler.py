@@ -1,0 +1,252 @@
+"""Compile an infrastructure description into an :class:`InfraGraph`.
+
+The graph holds the nodes with their merged variables and candidate implementations, the
+dependency edges (declared, plus those inferred from ``getip('x')``-like calls in a node's
+templates), and a topological order.  Compiling needs the node definitions of the types used
+but no cloud and no Redis.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set
+
+from occo import templates
+from occo.descriptions.infra import InfraDescription, Scaling
+from occo.descriptions.nodedefs import NodeDefinition, implementation_templates
+from occo.errors import CompileError, SchemaError, TemplateError
+from occo.resolution import ADDRESS_HELPERS, template_context
+from occo.schema import join
+
+PLACEHOLDER_ADDRESS = '192.0.2.1'  # TEST-NET-1: never routed
+MAX_LISTED = 10
+
+
+@dataclass
+class Edge:
+    """``dependent`` needs ``dependee``; ``inferred`` edges come from templates, not the file."""
+
+    dependent: str
+    dependee: str
+    inferred: bool = False
+    mappings: List[Dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class GraphNode:
+    """A node of the compiled graph."""
+
+    name: str
+    type: str
+    scaling: Scaling
+    filter: Dict[str, Any]
+    variables: Dict[str, Any]
+    candidates: List[int]
+    depends_on: List[str] = field(default_factory=list)
+    line: Optional[int] = None
+
+
+@dataclass
+class InfraGraph:
+    """A compiled infrastructure: nodes, edges and the order to build them in."""
+
+    infra_id: str
+    infra_name: str
+    user_id: str
+    nodes: Dict[str, GraphNode]
+    edges: List[Edge]
+    levels: List[List[str]]
+    variables: Dict[str, Any] = field(default_factory=dict)
+    source: Optional[str] = None
+    warnings: List[str] = field(default_factory=list)
+
+    @property
+    def order(self) -> List[str]:
+        """Node names in build order: level by level, description order within a level."""
+        return [name for level in self.levels for name in level]
+
+    def dependents(self, name: str) -> List[str]:
+        return [n.name for n in self.nodes.values() if name in n.depends_on]
+
+    def mappings(self, name: str) -> Dict[str, Dict[str, List[Dict[str, Any]]]]:
+        """The original's per-node ``mappings``: inbound (from dependees) and outbound."""
+        return {'inbound': {e.dependee: e.mappings for e in self.edges if e.dependent == name},
+                'outbound': {e.dependent: e.mappings for e in self.edges if e.dependee == name}}
+
+    def to_json(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> 'InfraGraph':
+        data = dict(data)
+        data['nodes'] = {name: GraphNode(**dict(n, scaling=Scaling(**n['scaling'])))
+                         for name, n in data['nodes'].items()}
+        data['edges'] = [Edge(**e) for e in data['edges']]
+        return cls(**data)
+
+
+def merge_variables(base: Mapping[str, Any], override: Mapping[str, Any]) -> Dict[str, Any]:
+    """Deep merge: nested mappings merge recursively, ``override`` wins on conflicts."""
+    result = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = merge_variables(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+def compile_infra(desc: InfraDescription, nodedefs: Mapping[str, NodeDefinition],
+                  infra_id: Optional[str] = None, user_id: Optional[str] = None,
+                  known_types: Optional[Sequence[str]] = None) -> InfraGraph:
+    """Compile ``desc`` against the imported ``nodedefs`` (type name -> definition).
+
+    ``known_types`` (every imported type) only improves the message for a missing type.
+
+    :raises CompileError: if a node's type is not imported, its filter matches no
+        implementation, or a template asks for the address of a node that does not exist.
+    :raises SchemaError: if the dependencies (declared and inferred) form a cycle.
+    """
+    def fail(message: str, line: Optional[int] = None) -> CompileError:
+        return CompileError(message, source=desc.source, line=line)
+
+    nodes: Dict[str, GraphNode] = {}
+    for node in desc.nodes:
+        nodedef = nodedefs.get(node.type)
+        if nodedef is None:
+            known = sorted(known_types if known_types is not None else nodedefs)
+            raise fail(f"node '{node.name}': type '{node.type}' has no imported node definition "
+                       f"(import the file defining 'node_def:{node.type}' with occopus-import"
+                       f"{'; imported types: ' + _listing(known) if known else ''})", node.line)
+        candidates = nodedef.matching(node.filter)
+        if not candidates:
+            raise fail(f"node '{node.name}': No matching node definition: filter {node.filter} "
+                       f"matches none of the {len(nodedef.implementations)} implementation(s) of "
+                       f"'{node.type}' (each filter key must equal a key of the resource section)",
+                       node.line)
+        nodes[node.name] = GraphNode(name=node.name, type=node.type, scaling=node.scaling,
+                                     filter=node.filter, line=node.line, candidates=candidates,
+                                     variables=merge_variables(desc.variables, node.variables))
+    edges = [Edge(d.dependent, d.dependee, mappings=d.mappings) for d in desc.dependencies]
+    graph = InfraGraph(infra_id=infra_id or str(uuid.uuid4()), infra_name=desc.name,
+                       user_id=user_id or desc.user_id or '', nodes=nodes, edges=edges, levels=[],
+                       variables=desc.variables, source=desc.source, warnings=list(desc.warnings))
+    _infer_edges(graph, nodedefs, fail)
+    for edge in graph.edges:
+        depends_on = nodes[edge.dependent].depends_on
+        if edge.dependee not in depends_on:
+            depends_on.append(edge.dependee)
+    graph.levels = _levels(graph, desc)
+    return graph
+
+
+def _listing(names: List[str]) -> str:
+    more = len(names) - MAX_LISTED
+    return join(names[:MAX_LISTED]) + (f' and {more} more' if more > 0 else '')
+
+
+class _Recorder:
+    """Stand-in address helpers that record which nodes a template asks about."""
+
+    def __init__(self) -> None:
+        self.names: Set[str] = set()
+
+    def _record(self, name: Any = None, *args: Any, **kwargs: Any) -> str:
+        if isinstance(name, str) and name:
+            self.names.add(name)
+        return PLACEHOLDER_ADDRESS
+
+    def _record_all(self, name: Any = None, *args: Any, **kwargs: Any) -> List[str]:
+        return [self._record(name)]
+
+    def helpers(self) -> Dict[str, Any]:
+        return {'getip': self._record, 'getprivip': self._record, 'getipall': self._record_all,
+                'cmd': lambda *args, **kwargs: ''}
+
+
+def _infer_edges(graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition], fail: Any) -> None:
+    """Add an edge for every node whose address a node's templates ask for, unless the node
+    already depends on it (directly or through others), with a warning."""
+    for node in graph.nodes.values():
+        nodedef = nodedefs[node.type]
+        rendered: Set[str] = set()   # names asked for when rendering with the real variables
+        literal: Set[str] = set()    # getip('x') anywhere, including branches not taken
+        for index in node.candidates:
+            impl = nodedef.implementations[index]
+            recorder = _Recorder()
+            context = template_context(
+                infra_id='<infra_id>', infra_name=graph.infra_name, user_id=graph.user_id, node=node,
+                node_id='<node_id>', implementation=impl, mappings=graph.mappings(node.name),
+                helpers=recorder.helpers())
+            for section, path, text in implementation_templates(impl):
+                if section == 'health_check':
+                    continue  # rendered with the instance's own address only
+                for names in templates.constant_calls(text, ADDRESS_HELPERS).values():
+                    literal |= names
+                try:
+                    templates.render(text, context)
+                except TemplateError:
+                    pass  # reported when the node is built or rendered with --render
+            rendered |= recorder.names
+        for name in sorted(rendered - set(graph.nodes)):
+            raise fail(f"node '{node.name}': its templates ask for the address of node '{name}' "
+                       f"(getip/getprivip/getipall), but the infrastructure has no such node "
+                       f'(nodes: {_listing(list(graph.nodes))})', node.line)
+        for name in sorted((rendered | literal) & set(graph.nodes) - {node.name}):
+            if not _reaches(graph.edges, node.name, name):
+                graph.edges.append(Edge(node.name, name, inferred=True))
+                graph.warnings.append(
+                    f"node '{node.name}' uses the address of '{name}' in its templates but does not "
+                    f"depend on it: added the dependency [{node.name}, {name}]")
+
+
+def _reaches(edges: List[Edge], start: str, goal: str) -> bool:
+    """True if ``start`` depends on ``goal`` through ``edges`` (directly or transitively)."""
+    needs: Dict[str, List[str]] = {}
+    for edge in edges:
+        needs.setdefault(edge.dependent, []).append(edge.dependee)
+    stack, seen = [start], {start}
+    while stack:
+        for dependee in needs.get(stack.pop(), ()):
+            if dependee == goal:
+                return True
+            if dependee not in seen:
+                seen.add(dependee)
+                stack.append(dependee)
+    return False
+
+
+def _levels(graph: InfraGraph, desc: InfraDescription) -> List[List[str]]:
+    """Topological levels (Kahn), description order kept within a level.
+
+    :raises SchemaError: naming the nodes of a cycle.
+    """
+    remaining = {name: set(node.depends_on) for name, node in graph.nodes.items()}
+    levels = []
+    while remaining:
+        level = [name for name in graph.nodes if name in remaining and not remaining[name]]
+        if not level:
+            cycle = _find_cycle(remaining)
+            lines = [d.line for d in desc.dependencies if d.line and d.dependent in cycle]
+            raise SchemaError(f"Cycle detected in dependencies: {' -> '.join(cycle)} "
+                              '(each node depends on the next; remove one of these dependencies)',
+                              source=desc.source, line=min(lines) if lines else None)
+        levels.append(level)
+        for name in level:
+            del remaining[name]
+        for deps in remaining.values():
+            deps.difference_update(level)
+    return levels
+
+
+def _find_cycle(remaining: Mapping[str, Set[str]]) -> List[str]:
+    """One cycle among ``remaining`` (every node there has an unmet dependency)."""
+    start = next(iter(remaining))
+    path: List[str] = []
+    seen: Dict[str, int] = {}
+    node = start
+    while node not in seen:
+        seen[node] = len(path)
+        path.append(node)
+        node = sorted(remaining[node])[0]
+    return path[seen[node]:] + [node]

@@ -1,0 +1,335 @@
+"""Configuration and authentication data: files, their lookup chain, environment overrides.
+
+Lookup chain of the configuration file: ``--cfg PATH``, then ``$OCCOPUS_CONFIG_PATH``, then
+``~/.occopus/occopus_config.yaml``, then built-in defaults (a configuration file is optional).
+The authentication file is looked up the same way (``--auth_data_path``,
+``$OCCOPUS_AUTH_DATA_PATH``, ``~/.occopus/auth_data.yaml``, none).  Absolute paths are taken
+literally.  ``$OCCOPUS_REDIS_URL`` overrides the Redis location of any configuration.
+
+The original's configuration files (with ``!python_import``, ``!UDS``, ... tags) are read as
+data: the Redis location comes from ``components.uds`` and the REST address from
+``components.rest``; the object-building tags and the ``plugins``/``logging`` sections are
+ignored with a warning and nothing in them is executed.
+"""
+from __future__ import annotations
+
+import getpass
+import os
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from occo.errors import AuthError, ConfigError
+
+ENV_CONFIG_PATH = 'OCCOPUS_CONFIG_PATH'
+ENV_AUTH_DATA_PATH = 'OCCOPUS_AUTH_DATA_PATH'
+ENV_REDIS_URL = 'OCCOPUS_REDIS_URL'
+ENV_REDIS_PREFIX = 'OCCOPUS_REDIS_PREFIX'
+ENV_HEALTH_CHECKS = 'OCCOPUS_HEALTH_CHECKS'
+USER_DIR = os.path.join('~', '.occopus')
+CONFIG_NAME = 'occopus_config.yaml'
+AUTH_DATA_NAME = 'auth_data.yaml'
+REDIS_SCHEMES = ('redis://', 'rediss://', 'unix://')
+LEGACY_SECTIONS = ('plugins', 'components', 'logging')
+
+
+def default_namespace() -> str:
+    """The OS user name, as the original keyed node definitions by it."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no USER/LOGNAME (e.g. some containers)
+        return 'occopus'
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of one Occopus run; built-in defaults unless a file or the environment says."""
+
+    redis_url: str = 'redis://127.0.0.1:6379/0'
+    redis_prefix: str = 'occo:'
+    namespace: str = field(default_factory=default_namespace)
+    rest_host: str = '127.0.0.1'
+    rest_port: int = 5000
+    rest_token: Optional[str] = field(default=None, repr=False)
+    parallelize: bool = False
+    parallelism: int = 10
+    create_timeout: float = 1800.0
+    health_checks: bool = True
+    allow_cmd: bool = False
+    source: Optional[str] = None
+    warnings: Tuple[str, ...] = ()
+
+
+# Our own file format: key -> (Config field, expected types, description).
+_FIELDS: Dict[Tuple[str, ...], Tuple[str, tuple, str]] = {
+    ('redis', 'url'): ('redis_url', (str,), 'a Redis URL such as redis://127.0.0.1:6379/0'),
+    ('redis', 'prefix'): ('redis_prefix', (str,), 'text'),
+    ('namespace',): ('namespace', (str,), 'text'),
+    ('rest', 'host'): ('rest_host', (str,), 'a host name or address'),
+    ('rest', 'port'): ('rest_port', (int,), 'a port number'),
+    ('rest', 'token'): ('rest_token', (str,), 'text'),
+    ('parallelize',): ('parallelize', (bool,), 'true or false'),
+    ('parallelism',): ('parallelism', (int,), 'a whole number >= 1'),
+    ('create_timeout',): ('create_timeout', (int, float), 'seconds'),
+    ('health_checks',): ('health_checks', (bool,), 'true or false'),
+    ('allow_cmd',): ('allow_cmd', (bool,), 'true or false'),
+}
+_SECTIONS = {path[0] for path in _FIELDS if len(path) == 2}
+
+
+def _user_file(name: str) -> str:
+    return os.path.expanduser(os.path.join(USER_DIR, name))
+
+
+def find_file(cli_path: Optional[str], env_var: str, name: str, what: str,
+              environ: Mapping[str, str]) -> Optional[str]:
+    """The file the lookup chain chooses, or ``None`` if there is none.
+
+    :raises ConfigError: if an explicitly given path (option or environment) does not exist.
+    """
+    if cli_path:
+        if not os.path.isfile(cli_path):
+            raise ConfigError(f"Specified {what} file does not exist: '{cli_path}'")
+        return cli_path
+    env_path = environ.get(env_var)
+    if env_path:
+        if not os.path.isfile(env_path):
+            raise ConfigError(f"{env_var} names a {what} file that does not exist: '{env_path}'")
+        return env_path
+    default = _user_file(name)
+    return default if os.path.isfile(default) else None
+
+
+def load_config(cli_path: Optional[str] = None, *, redis_config: Optional[str] = None,
+                environ: Optional[Mapping[str, str]] = None) -> Config:
+    """The configuration chosen by the lookup chain, with environment overrides applied.
+
+    :param redis_config: a legacy ``redis_config.yaml`` (``occopus-import --redisconf``) whose
+        Redis location replaces the configuration's.
+    :raises ConfigError: if a file is missing, unreadable or wrong.
+    """
+    environ = os.environ if environ is None else environ
+    path = find_file(cli_path, ENV_CONFIG_PATH, CONFIG_NAME, 'configuration', environ)
+    config = Config()
+    if path:
+        config = _apply_file(config, path)
+    if redis_config:
+        url, warnings = redis_url_from_file(redis_config)
+        config = replace(config, redis_url=url, warnings=config.warnings + warnings)
+    return _apply_environment(config, environ)
+
+
+def _read(path: str, lenient_tags: bool) -> Tuple[Any, List[str]]:
+    from occo.descriptions.loader import load_yaml_file
+    from occo.errors import DescriptionError
+    ignored: set = set()
+    try:
+        data = load_yaml_file(path, lenient_tags=lenient_tags, ignored_tags=ignored)
+    except DescriptionError as exc:
+        raise ConfigError(exc.message, source=exc.source, line=exc.line) from None
+    return data, sorted(ignored)
+
+
+def _fail(message: str, data: Any, *path: Any) -> ConfigError:
+    from occo.descriptions.loader import locate
+    source, line = locate(data, path)
+    return ConfigError(message, source=source, line=line)
+
+
+def _apply_file(config: Config, path: str) -> Config:
+    data, ignored_tags = _read(path, lenient_tags=True)
+    if data is None:
+        return replace(config, source=path)
+    if not isinstance(data, Mapping):
+        raise _fail('a configuration file must be a mapping (e.g. redis: {url: ...})', data)
+    allowed = {p[0] for p in _FIELDS} | set(LEGACY_SECTIONS)
+    changes: Dict[str, Any] = {'source': path}
+    for key, value in data.items():
+        if key not in allowed:
+            raise _fail(f"unknown configuration key '{key}' (allowed: {', '.join(sorted(allowed))})",
+                        data, key)
+        if key in _SECTIONS:
+            if not isinstance(value, Mapping):
+                raise _fail(f"'{key}' must be a mapping", data, key)
+            for sub, subvalue in value.items():
+                if (key, sub) not in _FIELDS:
+                    subs = sorted(p[1] for p in _FIELDS if p[0] == key)
+                    raise _fail(f"unknown key '{sub}' in '{key}' (allowed: {', '.join(subs)})", value, sub)
+                changes[_field(value, (key, sub), subvalue)] = subvalue
+        elif key not in LEGACY_SECTIONS:
+            changes[_field(data, (key,), value)] = value
+    warnings = list(config.warnings)
+    if any(section in data for section in LEGACY_SECTIONS):
+        legacy, used = _legacy(data)
+        changes.update(legacy)
+        ignored = ', '.join(ignored_tags + [s for s in ('plugins', 'logging') if s in data])
+        warnings.append(f"{path}: read as an Occopus 1.x configuration file: used {', '.join(used) or 'nothing'}"
+                        f"{'; ignored ' + ignored if ignored else ''} (nothing in it is executed)")
+    elif ignored_tags:
+        raise _fail(f"unsupported YAML tag(s) {', '.join(ignored_tags)} in a configuration file", data)
+    if changes.get('parallelism', 1) < 1:
+        raise _fail('parallelism must be a whole number >= 1', data, 'parallelism')
+    return replace(config, warnings=tuple(warnings), **changes)
+
+
+def _field(container: Mapping[str, Any], path: Tuple[str, ...], value: Any) -> str:
+    name, types, expected = _FIELDS[path]
+    if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+        raise _fail(f"'{'.'.join(path)}' must be {expected}, got {value!r}", container, path[-1])
+    return name
+
+
+def _legacy(data: Mapping[str, Any]) -> Tuple[Dict[str, Any], List[str]]:
+    """Settings taken from an original ``occopus_config.yaml``: Redis and REST locations."""
+    components = data.get('components') or {}
+    changes: Dict[str, Any] = {}
+    used = []
+    uds = components.get('uds') if isinstance(components, Mapping) else None
+    if isinstance(uds, Mapping):
+        changes['redis_url'] = _legacy_redis_url(uds)
+        used.append('components.uds')
+    rest = components.get('rest') if isinstance(components, Mapping) else None
+    if isinstance(rest, Mapping):
+        if 'host' in rest:
+            changes['rest_host'] = str(rest['host'])
+        if 'port' in rest:
+            if not isinstance(rest['port'], int) or isinstance(rest['port'], bool):
+                raise _fail(f"components.rest.port must be a port number, got {rest['port']!r}",
+                            rest, 'port')
+            changes['rest_port'] = rest['port']
+        used.append('components.rest')
+    return changes, used
+
+
+def _legacy_redis_url(section: Mapping[str, Any]) -> str:
+    host = section.get('host', '127.0.0.1')
+    port = section.get('port', 6379)
+    db = section.get('db', 0)
+    password = section.get('password')
+    auth = f':{password}@' if password else ''
+    return f'redis://{auth}{host}:{port}/{db}'
+
+
+def redis_url_from_file(path: str) -> Tuple[str, Tuple[str, ...]]:
+    """The Redis URL of a legacy ``redis_config.yaml`` (``kvs: !KeyValueStore {host, port,
+    db}``) or of one of our configuration files.
+
+    :raises ConfigError: if the file names no Redis location.
+    """
+    if not os.path.isfile(path):
+        raise ConfigError(f"Specified Redis configuration file does not exist: '{path}'")
+    data, ignored_tags = _read(path, lenient_tags=True)
+    if isinstance(data, Mapping) and isinstance(data.get('kvs'), Mapping):
+        return _legacy_redis_url(data['kvs']), ()
+    if isinstance(data, Mapping) and ('redis' in data or 'components' in data):
+        config = _apply_file(Config(), path)
+        return config.redis_url, config.warnings
+    raise ConfigError("expected a Redis configuration: 'kvs: {host: ..., port: ..., db: ...}' "
+                      "(Occopus 1.x redis_config.yaml) or 'redis: {url: ...}'", source=path)
+
+
+def _apply_environment(config: Config, environ: Mapping[str, str]) -> Config:
+    changes: Dict[str, Any] = {}
+    url = environ.get(ENV_REDIS_URL)
+    if url:
+        if not url.startswith(REDIS_SCHEMES):
+            raise ConfigError(f"{ENV_REDIS_URL} must be a Redis URL such as redis://127.0.0.1:6379/0 "
+                              f"(schemes: {', '.join(REDIS_SCHEMES)})")
+        changes['redis_url'] = url
+    if environ.get(ENV_REDIS_PREFIX):
+        changes['redis_prefix'] = environ[ENV_REDIS_PREFIX]
+    health = environ.get(ENV_HEALTH_CHECKS)
+    if health is not None and health != '':
+        if health.lower() not in ('0', '1', 'false', 'true', 'no', 'yes', 'off', 'on'):
+            raise ConfigError(f'{ENV_HEALTH_CHECKS} must be 0 or 1, got {health!r}')
+        changes['health_checks'] = health.lower() in ('1', 'true', 'yes', 'on')
+    return replace(config, **changes)
+
+
+# -- authentication data ---------------------------------------------------------------------
+
+AUTH_SECTIONS = ('resource', 'config_management')
+_ENV_REFERENCE = re.compile(r'\$\{([A-Za-z_][A-Za-z0-9_]*)\}')
+
+
+@dataclass(frozen=True)
+class AuthData:
+    """Credentials from ``auth_data.yaml``; never printed (its repr hides them)."""
+
+    source: Optional[str] = None
+    sections: Mapping[str, List[Mapping[str, Any]]] = field(default_factory=dict, repr=False)
+
+    def find(self, section: str, resolved: Mapping[str, Any],
+             environ: Optional[Mapping[str, str]] = None) -> Optional[Dict[str, Any]]:
+        """The credentials of the one entry of ``section`` whose selector keys all equal the
+        keys of ``resolved`` (a rendered resource or config_management section); ``None`` if no
+        entry matches.  ``${NAME}`` in a value is replaced by the environment variable NAME.
+
+        :raises AuthError: if more than one entry matches, or a referenced variable is unset.
+        """
+        entries = self.sections.get(section) or []
+        matches = [i for i, entry in enumerate(entries)
+                   if all(k in resolved and resolved[k] == v for k, v in entry.items() if k != 'auth_data')]
+        if len(matches) > 1:
+            numbers = ', '.join(str(i + 1) for i in matches)
+            raise AuthError(f"Cannot determine authorization information: entries {numbers} of "
+                            f"'{section}' all match {describe_target(resolved)}; add selector keys "
+                            '(e.g. endpoint) so that exactly one matches', source=self.source)
+        if not matches:
+            return None
+        environ = os.environ if environ is None else environ
+        return _expand(entries[matches[0]]['auth_data'], environ, self.source, section, matches[0])
+
+
+def describe_target(section: Mapping[str, Any]) -> str:
+    """A secret-free description of a resource or config_management section."""
+    parts = [f"{k} '{section[k]}'" for k in ('type', 'endpoint', 'name') if k in section]
+    return ', '.join(parts) or 'the section'
+
+
+def _expand(value: Any, environ: Mapping[str, str], source: Optional[str], section: str,
+            index: int) -> Any:
+    if isinstance(value, str):
+        def substitute(match: 're.Match[str]') -> str:
+            name = match.group(1)
+            if name not in environ:
+                raise AuthError(f"credentials of entry {index + 1} of '{section}' use ${{{name}}}, "
+                                'which is not set in the environment', source=source)
+            return environ[name]
+        return _ENV_REFERENCE.sub(substitute, value)
+    if isinstance(value, Mapping):
+        return {k: _expand(v, environ, source, section, index) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, environ, source, section, index) for v in value]
+    return value
+
+
+def load_auth_data(cli_path: Optional[str] = None,
+                   environ: Optional[Mapping[str, str]] = None) -> AuthData:
+    """The authentication data chosen by the lookup chain (empty if there is no file).
+
+    :raises ConfigError: if a given file does not exist or is malformed.
+    """
+    from occo.descriptions.loader import to_plain
+    environ = os.environ if environ is None else environ
+    path = find_file(cli_path, ENV_AUTH_DATA_PATH, AUTH_DATA_NAME, 'authentication', environ)
+    if path is None:
+        return AuthData()
+    data, _ = _read(path, lenient_tags=False)
+    if data is None:
+        return AuthData(source=path)
+    if not isinstance(data, Mapping):
+        raise _fail('an authentication file must be a mapping with resource and/or '
+                    'config_management lists', data)
+    for key, entries in data.items():
+        if key not in AUTH_SECTIONS:
+            raise _fail(f"unknown section '{key}' in authentication file "
+                        f"(allowed: {', '.join(AUTH_SECTIONS)})", data, key)
+        if not isinstance(entries, list):
+            raise _fail(f"'{key}' must be a list of entries, each with auth_data and selector keys",
+                        data, key)
+        for index, entry in enumerate(entries):
+            if not isinstance(entry, Mapping) or not isinstance(entry.get('auth_data'), Mapping):
+                raise _fail(f"entry {index + 1} of '{key}' needs an auth_data mapping "
+                            '(plus selector keys such as type and endpoint)', entries, index)
+    return AuthData(source=path, sections=to_plain(data))

@@ -1,0 +1,1 @@
+"""Loading and checking the user's files: infrastructure descriptions and node definitions."""

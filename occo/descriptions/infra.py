@@ -1,0 +1,267 @@
+"""Infrastructure descriptions: loading, schema checks (reference §1, §16.1), typed objects."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Mapping, Optional
+
+from occo.descriptions.common import label_problem, schema_error
+from occo.descriptions.loader import load_yaml_file, load_yaml_text, locate, to_plain
+from occo.schema import is_int, join, type_name
+
+TOP_KEYS = ('user_id', 'infra_name', 'nodes', 'dependencies', 'variables')
+NODE_KEYS = ('name', 'type', 'scaling', 'filter', 'variables')
+SCALING_KEYS = ('min', 'max')
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """Instance-count limits of a node: ``1 <= min <= max``."""
+
+    min: int = 1
+    max: int = 1
+
+    def clamp(self, count: int) -> int:
+        return max(self.min, min(self.max, count))
+
+
+@dataclass
+class NodeDescription:
+    """One entry of ``nodes:``: abstract, cloud-independent."""
+
+    name: str
+    type: str
+    scaling: Scaling = field(default_factory=Scaling)
+    filter: Dict[str, Any] = field(default_factory=dict)
+    variables: Dict[str, Any] = field(default_factory=dict)
+    line: Optional[int] = field(default=None, compare=False)
+
+
+@dataclass
+class Dependency:
+    """``dependent`` needs ``dependee`` (built first); ``mappings`` are Chef attribute mappings."""
+
+    dependent: str
+    dependee: str
+    mappings: List[Dict[str, Any]] = field(default_factory=list)
+    extra: Dict[str, Any] = field(default_factory=dict)
+    line: Optional[int] = field(default=None, compare=False)
+
+
+@dataclass
+class InfraDescription:
+    """A checked infrastructure description."""
+
+    name: str
+    nodes: List[NodeDescription]
+    user_id: Optional[str] = None
+    dependencies: List[Dependency] = field(default_factory=list)
+    variables: Dict[str, Any] = field(default_factory=dict)
+    source: Optional[str] = field(default=None, compare=False)
+    warnings: List[str] = field(default_factory=list, compare=False)
+
+    def node(self, name: str) -> NodeDescription:
+        return next(n for n in self.nodes if n.name == name)
+
+    def to_json(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> 'InfraDescription':
+        data = dict(data)
+        data['nodes'] = [NodeDescription(**dict(n, scaling=Scaling(**n['scaling'])))
+                         for n in data['nodes']]
+        data['dependencies'] = [Dependency(**d) for d in data['dependencies']]
+        return cls(**data)
+
+
+def load_infra_description(path: str) -> InfraDescription:
+    """Load and check the infrastructure description file at ``path``.
+
+    :raises YAMLFileError: if the file cannot be read or parsed.
+    :raises SchemaError: naming the file, line, node and key, if it breaks the schema.
+    """
+    return parse_infra_description(load_yaml_file(path), path)
+
+
+def parse_infra_description_text(text: str, source: str = '<input>') -> InfraDescription:
+    """Like :func:`load_infra_description` for YAML text (e.g. a REST request body)."""
+    return parse_infra_description(load_yaml_text(text, source), source)
+
+
+def parse_infra_description(data: Any, source: Optional[str] = None) -> InfraDescription:
+    """Check loaded YAML ``data`` against the infrastructure-description schema."""
+    def fail(message: str, container: Any = data, *path: Any) -> None:
+        raise schema_error(message, container, path, source)
+
+    if data is None:
+        fail('the file is empty; expected an infrastructure description with infra_name, user_id, '
+             'nodes and (optionally) dependencies and variables')
+    if not isinstance(data, Mapping):
+        fail(f'expected an infrastructure description (a mapping with infra_name, nodes, ...), '
+             f'got {type_name(data)}')
+    warnings = []
+    for key in data:
+        if key not in TOP_KEYS:
+            fail(f"unknown key '{key}' in infrastructure description (allowed: {join(TOP_KEYS)})",
+                 data, key)
+    if 'user_id' not in data:
+        warnings.append('user_id is not defined in infrastructure description')
+    elif not isinstance(data['user_id'], str):
+        fail(f"user_id must be text, got {type_name(data['user_id'])}", data, 'user_id')
+    if 'infra_name' not in data:
+        fail('infra_name must be defined in infrastructure description')
+    problem = label_problem(data['infra_name'], 'infra_name')
+    if problem:
+        fail(problem, data, 'infra_name')
+    if 'nodes' not in data:
+        fail('nodes section must be defined in infrastructure description')
+    raw_nodes = data['nodes']
+    if not isinstance(raw_nodes, list) or not raw_nodes:
+        fail(f'nodes must be a list of at least one node (name, type, ...), got {type_name(raw_nodes)}',
+             data, 'nodes')
+    nodes = [_parse_node(raw, raw_nodes, index, fail) for index, raw in enumerate(raw_nodes)]
+    seen: Dict[str, int] = {}
+    for index, node in enumerate(nodes):
+        if node.name in seen:
+            fail(f"node name '{node.name}' is used twice (nodes {seen[node.name] + 1} and {index + 1}); "
+                 'node names must be unique', raw_nodes, index, 'name')
+        seen[node.name] = index
+    variables = _variables(data, fail)
+    dependencies = _parse_dependencies(data, raw_nodes, set(seen), fail)
+    return InfraDescription(name=data['infra_name'], user_id=data.get('user_id'), nodes=nodes,
+                            dependencies=dependencies, variables=variables, source=source,
+                            warnings=warnings)
+
+
+def _variables(container: Mapping[str, Any], fail: Any, *path: Any) -> Dict[str, Any]:
+    value = container.get('variables')
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        fail(f'variables must be a mapping of names to values, got {type_name(value)}',
+             container, 'variables')
+    return to_plain(value)
+
+
+def _parse_node(raw: Any, raw_nodes: list, index: int, fail: Any) -> NodeDescription:
+    if not isinstance(raw, Mapping):
+        fail(f'node {index + 1} must be a mapping with name and type, got {type_name(raw)}',
+             raw_nodes, index)
+    if 'name' not in raw:
+        fail(f'missing key "name" in node {index + 1}', raw_nodes, index)
+    problem = label_problem(raw['name'], 'node')
+    if problem:
+        fail(problem, raw, 'name')
+    name = raw['name']
+    for key in raw:
+        if key not in NODE_KEYS:
+            fail(f"unknown key '{key}' in node '{name}' (allowed: {join(NODE_KEYS)})", raw, key)
+    if 'type' not in raw:
+        fail(f"missing key \"type\" in node '{name}' (the name of an imported node definition)", raw)
+    if not isinstance(raw['type'], str) or not raw['type']:
+        fail(f"type of node '{name}' must be the name of a node definition, got "
+             f"{type_name(raw['type'])}", raw, 'type')
+    node_filter = raw.get('filter')
+    if node_filter is None:
+        node_filter = {}
+    elif not isinstance(node_filter, Mapping):
+        fail(f"unknown type of filter in node '{name}' - has to be a dict! "
+             '(e.g. filter: {type: ec2, instance_type: m1.small})', raw, 'filter')
+    return NodeDescription(name=name, type=raw['type'], scaling=_parse_scaling(raw, name, fail),
+                           filter=to_plain(node_filter), variables=_variables(raw, fail),
+                           line=getattr(raw, 'yaml_line', None))
+
+
+def _parse_scaling(raw: Mapping[str, Any], name: str, fail: Any) -> Scaling:
+    scaling = raw.get('scaling')
+    if scaling is None:
+        return Scaling()
+    if not isinstance(scaling, Mapping):
+        fail(f"scaling of node '{name}' must be a mapping with min and/or max, "
+             f'got {type_name(scaling)}', raw, 'scaling')
+    for key in scaling:
+        if key not in SCALING_KEYS:
+            fail(f"unknown key '{key}' in scaling of node '{name}' (allowed: min, max)", scaling, key)
+    for key in SCALING_KEYS:
+        if key in scaling and not (is_int(scaling[key]) and scaling[key] >= 0):
+            fail(f"scaling {key} of node '{name}' must be a whole number >= 1, "
+                 f'got {scaling[key]!r}', scaling, key)
+    low = max(scaling.get('min', 1), 1)  # min 0 means 1: a node always has an instance
+    high = scaling.get('max', low)
+    if high < low:
+        fail(f"scaling of node '{name}' is inverted: max ({high}) is less than min ({low}); "
+             'set max >= min', scaling, 'max')
+    return Scaling(min=low, max=high)
+
+
+def _node_ref(ref: Any, by_identity: Dict[int, str]) -> Optional[str]:
+    """A dependency end: a YAML alias of a node (same object) or the node's name."""
+    if isinstance(ref, str):
+        return ref
+    if isinstance(ref, Mapping):
+        return by_identity.get(id(ref)) or (ref.get('name') if isinstance(ref.get('name'), str) else None)
+    return None
+
+
+def _parse_dependencies(data: Mapping[str, Any], raw_nodes: list, names: set,
+                        fail: Any) -> List[Dependency]:
+    raw_deps = data.get('dependencies')
+    if raw_deps is None:
+        return []
+    if not isinstance(raw_deps, list):
+        fail(f'dependencies must be a list of [dependent, dependee] pairs, got {type_name(raw_deps)}',
+             data, 'dependencies')
+    by_identity = {id(raw): raw['name'] for raw in raw_nodes}
+    result = []
+    for index, raw in enumerate(raw_deps):
+        number = index + 1
+        mappings: List[Dict[str, Any]] = []
+        extra: Dict[str, Any] = {}
+        if isinstance(raw, Mapping):
+            if 'connection' not in raw:
+                fail(f'undefined connection in dependency {number} '
+                     '(expected connection: [dependent, dependee])', raw_deps, index)
+            pair = raw['connection']
+            mappings = _parse_mappings(raw, number, fail)
+            extra = to_plain({k: v for k, v in raw.items() if k not in ('connection', 'mappings')})
+            where = (raw, 'connection')
+        else:
+            pair, where = raw, (raw_deps, index)
+        if not isinstance(pair, list) or len(pair) != 2:
+            fail(f'dependency {number} must be a pair [dependent, dependee] of node names or '
+                 f'aliases (e.g. [*S, *R]), got {type_name(pair)}', *where)
+        ends = [_node_ref(ref, by_identity) for ref in pair]
+        for ref, end in zip(pair, ends):
+            if end is None:
+                fail(f'dependency {number} must name nodes (by name or YAML alias), '
+                     f'got {type_name(ref)}', *where)
+            if end not in names:
+                fail(f"dependency {number} names node '{end}', which is not declared in nodes "
+                     f'(declared: {join(sorted(names))})', *where)
+        if ends[0] == ends[1]:
+            fail(f"dependency {number}: node '{ends[0]}' cannot depend on itself", *where)
+        result.append(Dependency(dependent=ends[0], dependee=ends[1], mappings=mappings, extra=extra,
+                                 line=locate(raw_deps, (index,))[1]))
+    return result
+
+
+def _parse_mappings(raw: Mapping[str, Any], number: int, fail: Any) -> List[Dict[str, Any]]:
+    """Normalise Chef attribute mappings to ``{attributes: [src, dst], synch: bool, ...}``."""
+    items = raw.get('mappings')
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        fail(f'mappings of dependency {number} must be a list', raw, 'mappings')
+    result = []
+    for index, item in enumerate(items):
+        if isinstance(item, list):
+            item = {'attributes': item}
+        if not isinstance(item, Mapping) or not isinstance(item.get('attributes'), list) \
+                or len(item['attributes']) != 2 or not all(isinstance(a, str) for a in item['attributes']):
+            fail(f'mapping {index + 1} of dependency {number} must be [source, destination] or '
+                 "{attributes: [source, destination], synch: false}", raw['mappings'], index)
+        if not isinstance(item.get('synch', False), bool):
+            fail(f'synch of mapping {index + 1} of dependency {number} must be true or false',
+                 raw['mappings'], index)
+        result.append(dict(to_plain(item), synch=item.get('synch', False)))
+    return result

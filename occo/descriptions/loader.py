@@ -1,0 +1,281 @@
+"""Safe YAML loading for descriptions, node definitions, configuration and auth files.
+
+A :class:`yaml.SafeLoader` subclass that
+
+* resolves ``!yaml_import {url: file://...}`` and ``!text_import {url: file://...}`` relative to
+  the directory of the including file (absolute ``file:///path`` URLs are taken literally);
+* refuses every other tag, in particular ``!!python/object...``, with a one-line error -- or, for
+  the original's configuration files (``lenient_tags=True``), reads such a tag's node as plain data
+  and reports the tag so that the caller can warn;
+* rejects duplicate keys in a mapping, which PyYAML would silently collapse;
+* keeps dates and times as the strings the user wrote;
+* remembers the file and line of every mapping, key and list item (:class:`LDict`,
+  :class:`LList`), so that schema errors can point at the offending line.
+
+Nothing here ever builds a Python object other than dicts, lists and scalars.
+"""
+from __future__ import annotations
+
+import base64
+import datetime
+import os
+from typing import Any, Iterable, List, Optional, Set, Tuple
+
+import yaml
+from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
+from occo.errors import YAMLFileError
+
+IMPORT_TAGS = ('!yaml_import', '!text_import')
+FILE_SCHEME = 'file://'
+
+
+class LDict(dict):
+    """A dict that knows the file and line it was read from, and the line of each key."""
+
+    __slots__ = ('yaml_source', 'yaml_line', 'key_lines')
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.yaml_source: Optional[str] = None
+        self.yaml_line: Optional[int] = None
+        self.key_lines: dict = {}
+
+
+class LList(list):
+    """A list that knows the file and line it was read from, and the line of each item."""
+
+    __slots__ = ('yaml_source', 'yaml_line', 'item_lines')
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.yaml_source: Optional[str] = None
+        self.yaml_line: Optional[int] = None
+        self.item_lines: List[int] = []
+
+
+def location(obj: Any, key: Any = None) -> Tuple[Optional[str], Optional[int]]:
+    """Return ``(file, line)`` of ``obj[key]`` (or of ``obj`` itself) if known."""
+    source = getattr(obj, 'yaml_source', None)
+    line = getattr(obj, 'yaml_line', None)
+    if key is not None:
+        if isinstance(obj, LDict):
+            line = obj.key_lines.get(key, line)
+        elif isinstance(obj, LList) and isinstance(key, int) and 0 <= key < len(obj.item_lines):
+            line = obj.item_lines[key]
+    return source, line
+
+
+def to_plain(obj: Any) -> Any:
+    """Deep-copy loaded YAML into plain JSON-compatible data (dict, list, str, int, float, bool,
+    None).  Explicitly tagged dates become the text YAML would print, binary becomes base64
+    text, sets become sorted lists, and non-string mapping keys become strings."""
+    if isinstance(obj, dict):
+        return {(k if isinstance(k, str) else _scalar_text(k)): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, (set, frozenset)):
+        return sorted(to_plain(v) for v in obj)
+    if isinstance(obj, (datetime.date, datetime.datetime)):
+        return str(obj)
+    if isinstance(obj, bytes):
+        return base64.b64encode(obj).decode('ascii')
+    return obj
+
+
+def _scalar_text(value: Any) -> str:
+    if value is True:
+        return 'true'
+    if value is False:
+        return 'false'
+    if value is None:
+        return 'null'
+    return str(value)
+
+
+def _display_tag(tag: str) -> str:
+    return '!!' + tag[len('tag:yaml.org,2002:'):] if tag.startswith('tag:yaml.org,2002:') else tag
+
+
+class _OccoLoader(yaml.SafeLoader):
+    """SafeLoader with Occopus' import tags, located containers and strict duplicate keys."""
+
+    # Dates stay the text the user wrote: cloud-init and templates want text, and JSON has no dates.
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != 'tag:yaml.org,2002:timestamp']
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def __init__(self, stream: str, source: str, stack: Tuple[str, ...], lenient_tags: bool,
+                 ignored_tags: Optional[Set[str]]) -> None:
+        super().__init__(stream)
+        self.source = source
+        self.stack = stack
+        self.lenient_tags = lenient_tags
+        self.ignored_tags = ignored_tags if ignored_tags is not None else set()
+
+    def error(self, node: Any, message: str) -> YAMLFileError:
+        return YAMLFileError(message, source=self.source, line=node.start_mark.line + 1)
+
+
+def _construct_map(loader: _OccoLoader, node: MappingNode) -> Iterable[LDict]:
+    data = LDict()
+    data.yaml_source = loader.source
+    data.yaml_line = node.start_mark.line + 1
+    yield data
+    own_lines = {}
+    for key_node, _ in node.value:
+        if key_node.tag == 'tag:yaml.org,2002:merge':
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise loader.error(key_node, 'a mapping key must be a plain value, not a list or mapping')
+        if key in own_lines:
+            raise loader.error(key_node, f'duplicate key {key!r} (first given at line {own_lines[key]}); '
+                                         'remove one of them')
+        own_lines[key] = key_node.start_mark.line + 1
+    loader.flatten_mapping(node)
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        data[key] = loader.construct_object(value_node, deep=False)
+        data.key_lines.setdefault(key, key_node.start_mark.line + 1)
+    data.key_lines.update(own_lines)
+
+
+def _construct_seq(loader: _OccoLoader, node: SequenceNode) -> Iterable[LList]:
+    data = LList()
+    data.yaml_source = loader.source
+    data.yaml_line = node.start_mark.line + 1
+    yield data
+    for item in node.value:
+        data.append(loader.construct_object(item, deep=False))
+        data.item_lines.append(item.start_mark.line + 1)
+
+
+def _import_path(loader: _OccoLoader, node: Any, tag: str) -> str:
+    if isinstance(node, ScalarNode):
+        url = loader.construct_scalar(node)
+    elif isinstance(node, MappingNode):
+        spec = loader.construct_mapping(node, deep=True)
+        unknown = sorted(str(k) for k in spec if k != 'url')
+        if unknown or 'url' not in spec:
+            raise loader.error(node, f"{tag} takes exactly one key 'url' "
+                                     f"(e.g. {tag} {{url: file://cloud_init.yaml}})")
+        url = spec['url']
+    else:
+        raise loader.error(node, f'{tag} needs a mapping with a url, e.g. {tag} {{url: file://x.yaml}}')
+    if not isinstance(url, str) or not url.startswith(FILE_SCHEME):
+        raise loader.error(node, f"{tag} supports only file:// URLs, got {url!r} "
+                                 "(write file://relative/path or file:///absolute/path)")
+    path = os.path.expanduser(url[len(FILE_SCHEME):])
+    if not path:
+        raise loader.error(node, f'{tag} URL {url!r} names no file')
+    if not os.path.isabs(path):
+        path = os.path.normpath(os.path.join(os.path.dirname(loader.source), path))
+    return path
+
+
+def _read_imported(loader: _OccoLoader, node: Any, tag: str) -> Tuple[str, str]:
+    path = _import_path(loader, node, tag)
+    if os.path.abspath(path) in loader.stack:
+        chain = ' -> '.join(list(loader.stack) + [os.path.abspath(path)])
+        raise loader.error(node, f'{tag} cycle: {chain}')
+    try:
+        with open(path, encoding='utf-8') as stream:
+            return path, stream.read()
+    except OSError as exc:
+        raise loader.error(node, f"{tag} cannot read '{path}': {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise loader.error(node, f"{tag} cannot read '{path}': not UTF-8 text") from None
+
+
+def _construct_yaml_import(loader: _OccoLoader, node: Any) -> Any:
+    path, text = _read_imported(loader, node, '!yaml_import')
+    return _load(text, path, loader.stack, loader.lenient_tags, loader.ignored_tags)
+
+
+def _construct_text_import(loader: _OccoLoader, node: Any) -> str:
+    return _read_imported(loader, node, '!text_import')[1]
+
+
+def _construct_other(loader: _OccoLoader, tag_suffix: Any, node: Any = None) -> Any:
+    # Called as (loader, node) for the catch-all None constructor.
+    node = tag_suffix if node is None else node
+    tag = _display_tag(node.tag)
+    if not loader.lenient_tags:
+        raise loader.error(node, f"unsupported YAML tag '{tag}': only !yaml_import and !text_import "
+                                 "are allowed (Occopus never builds objects from YAML)")
+    loader.ignored_tags.add(tag)
+    if isinstance(node, MappingNode):
+        return (yield from _construct_map(loader, node))
+    if isinstance(node, SequenceNode):
+        return (yield from _construct_seq(loader, node))
+    yield loader.construct_scalar(node)
+
+
+_OccoLoader.add_constructor('tag:yaml.org,2002:map', _construct_map)
+_OccoLoader.add_constructor('tag:yaml.org,2002:seq', _construct_seq)
+_OccoLoader.add_constructor('!yaml_import', _construct_yaml_import)
+_OccoLoader.add_constructor('!text_import', _construct_text_import)
+_OccoLoader.add_constructor(None, _construct_other)
+
+
+def _load(text: str, source: str, stack: Tuple[str, ...], lenient_tags: bool,
+          ignored_tags: Optional[Set[str]]) -> Any:
+    loader = _OccoLoader(text, source, stack + (os.path.abspath(source),), lenient_tags, ignored_tags)
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or 'invalid YAML'
+        line = mark.line + 1 if mark else None
+        column = f' at column {mark.column + 1}' if mark else ''
+        raise YAMLFileError(f'YAML syntax error{column}: {problem}', source=mark.name if mark and mark.name
+                            not in ('<unicode string>', '<file>') else source, line=line) from None
+    except yaml.YAMLError as exc:
+        raise YAMLFileError(f'YAML error: {str(exc).splitlines()[0]}', source=source) from None
+    finally:
+        loader.dispose()
+
+
+def load_yaml_text(text: str, source: str = '<input>', *, lenient_tags: bool = False,
+                   ignored_tags: Optional[Set[str]] = None) -> Any:
+    """Parse YAML ``text``; imports resolve relative to the directory of ``source``.
+
+    :raises YAMLFileError: on a syntax error, a refused tag or an unreadable import.
+    """
+    return _load(text, source, (), lenient_tags, ignored_tags)
+
+
+def load_yaml_file(path: str, *, lenient_tags: bool = False,
+                   ignored_tags: Optional[Set[str]] = None) -> Any:
+    """Read and parse the YAML file at ``path`` (see :func:`load_yaml_text`).
+
+    :raises YAMLFileError: if the file cannot be read or parsed.
+    """
+    try:
+        with open(path, encoding='utf-8') as stream:
+            text = stream.read()
+    except IsADirectoryError:
+        raise YAMLFileError('is a directory, expected a YAML file', source=path) from None
+    except OSError as exc:
+        raise YAMLFileError(f'cannot read file: {exc.strerror or exc}', source=path) from None
+    except UnicodeDecodeError:
+        raise YAMLFileError('cannot read file: not UTF-8 text', source=path) from None
+    return load_yaml_text(text, path, lenient_tags=lenient_tags, ignored_tags=ignored_tags)
+
+
+def locate(obj: Any, path: Iterable[Any] = ()) -> Tuple[Optional[str], Optional[int]]:
+    """``(file, line)`` of the deepest known point along ``path`` inside loaded data ``obj``."""
+    source, line = location(obj)
+    node = obj
+    for key in path:
+        key_source, key_line = location(node, key)
+        source, line = key_source or source, key_line or line
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            break
+    return source, line

@@ -1,0 +1,84 @@
+"""One exception hierarchy for everything a user can get wrong or run into.
+
+Every user-facing error carries the exit code its command ends with and a message that says
+what to fix.  The command-line layer prints ``str(error)`` on one line and exits with
+``error.exit_code``; nothing below the CLI prints or exits.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class OccoError(Exception):
+    """Base of every error Occopus reports to a user."""
+
+    exit_code: int = EXIT_ERROR
+
+    def __init__(self, message: str, *, source: Optional[str] = None,
+                 line: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.source = source
+        self.line = line
+
+    def where(self) -> str:
+        """``file:line`` (or ``file``) of the offending input, or '' if unknown."""
+        if not self.source:
+            return ''
+        return f'{self.source}:{self.line}' if self.line else str(self.source)
+
+    def __str__(self) -> str:
+        where = self.where()
+        return f'{where}: {self.message}' if where else self.message
+
+
+class UsageError(OccoError):
+    """The command line itself is wrong (argparse-style exit code 2)."""
+    exit_code = EXIT_USAGE
+
+
+class NotImplementedYet(OccoError):
+    """A command or feature that a later release implements; never pretends to work."""
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(OccoError):
+    """A configuration or authentication-data file is missing or wrong."""
+
+
+class AuthError(ConfigError):
+    """Credentials cannot be determined for a resource or config manager."""
+
+
+class DescriptionError(OccoError):
+    """An infrastructure description or node definition file cannot be loaded or is invalid."""
+
+
+class YAMLFileError(DescriptionError):
+    """A file is not readable, not valid YAML, or uses a tag we refuse to construct."""
+
+
+class SchemaError(DescriptionError):
+    """A loaded description breaks the schema (unknown/missing keys, wrong types, cycles...)."""
+
+
+class CompileError(DescriptionError):
+    """A valid description cannot be compiled against the imported node definitions."""
+
+
+class StoreError(OccoError):
+    """Redis is unreachable or answered something unexpected."""
+
+
+class TemplateError(OccoError):
+    """A template cannot be rendered (syntax error, refused helper, sandbox violation)."""
+
+
+class Interrupted(OccoError):
+    """The user interrupted the command (SIGINT/SIGTERM)."""
+    exit_code = EXIT_INTERRUPTED

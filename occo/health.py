@@ -1,0 +1,67 @@
+"""Health checks of node instances: the ``health_check`` section and (later) the checks."""
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping, Optional, Tuple
+
+from occo.plugins.base import string_leaves
+from occo.schema import KeySchema, Problem, first, is_int, join
+
+KEYS = KeySchema(optional=('ping', 'ports', 'urls', 'mysqldbs', 'timeout'))
+MYSQLDB_KEYS = ('name', 'user', 'pass')
+DEFAULT_TIMEOUT = 600
+
+
+def _check_list(section: Mapping[str, Any], key: str) -> Optional[Problem]:
+    if key in section and not isinstance(section[key], list):
+        return Problem(f"Invalid format of '{key}' section! Must be a list.", (key,))
+    return None
+
+
+def _check_ports(section: Mapping[str, Any]) -> Optional[Problem]:
+    for index, port in enumerate(section.get('ports') or ()):
+        if not is_int(port) or not 0 < port < 65536:
+            return Problem(f"Invalid port '{port}' - must be integer (1-65535)", ('ports', index))
+    return None
+
+
+def _check_mysqldbs(section: Mapping[str, Any]) -> Optional[Problem]:
+    # The original only checked the last entry; every entry is checked here.
+    for index, entry in enumerate(section.get('mysqldbs') or ()):
+        if not isinstance(entry, Mapping):
+            return Problem(f'Invalid entry {index + 1} of mysqldbs: must be a mapping with '
+                           f'{join(MYSQLDB_KEYS)}', ('mysqldbs', index))
+        missing = [k for k in MYSQLDB_KEYS if k not in entry]
+        if missing:
+            return Problem(f'Missing key(s) in mysqldbs: {join(missing)} (entry {index + 1} needs '
+                           f'{join(MYSQLDB_KEYS)})', ('mysqldbs', index))
+        unknown = [k for k in entry if k not in MYSQLDB_KEYS]
+        if unknown:
+            return Problem(f'Unknown key(s) in mysqldbs: {join(unknown)} (entry {index + 1} accepts '
+                           f'{join(MYSQLDB_KEYS)})', ('mysqldbs', index, unknown[0]))
+    return None
+
+
+def check_section(section: Mapping[str, Any]) -> Optional[Problem]:
+    """The first problem of a ``health_check`` section, or ``None``."""
+    ping = section.get('ping', True)
+    timeout = section.get('timeout', DEFAULT_TIMEOUT)
+    return first([
+        None if section.get('type', 'basic') == 'basic' else
+        Problem(f"Unknown health check type {section.get('type')!r} (the only type is basic)", ('type',)),
+        _check_list(section, 'mysqldbs'), _check_mysqldbs(section),
+        _check_list(section, 'urls'),
+        None if all(isinstance(u, str) for u in section.get('urls') or ()) else
+        Problem("Invalid format of 'urls' section! Must be a list of URLs.", ('urls',)),
+        _check_list(section, 'ports'), _check_ports(section),
+        None if isinstance(ping, bool) else
+        Problem("Invalid value of 'ping' section! Must be True/False.", ('ping',)),
+        None if is_int(timeout) and timeout > 0 else
+        Problem("Invalid value of 'timeout' section! Must be integer (seconds, > 0).", ('timeout',)),
+        KEYS.unknown(section, 'health_check'),
+    ])
+
+
+def templates(section: Mapping[str, Any]) -> Iterator[Tuple[Tuple[Any, ...], str]]:
+    """The Jinja templates of a ``health_check`` section (urls and mysqldbs fields)."""
+    for key in ('urls', 'mysqldbs'):
+        yield from string_leaves(section.get(key), (key,))

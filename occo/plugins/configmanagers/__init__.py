@@ -1,0 +1,1 @@
+"""Config managers: registered under ``occo.configmanagers``."""

@@ -1,0 +1,16 @@
+"""Chef server: one environment per infrastructure, one node per instance."""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Optional
+
+from occo.plugins.configmanagers.base import ConfigManager
+from occo.schema import KeySchema, Problem, expect_list
+
+
+class ChefConfigManager(ConfigManager):
+    type = 'chef'
+    keys = KeySchema(required=('endpoint', 'run_list'))
+
+    @classmethod
+    def validate(cls, section: Mapping[str, Any]) -> Iterable[Optional[Problem]]:
+        yield expect_list(section, 'run_list', items=str, what='a list of recipes, e.g. [recipe[apache2]]')

@@ -1,0 +1,1 @@
+"""Contextualisation types: registered under ``occo.contexts``."""

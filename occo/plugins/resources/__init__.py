@@ -1,0 +1,1 @@
+"""Resource handlers: one module per cloud, each registered under ``occo.resources``."""

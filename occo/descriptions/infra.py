@@ -105,7 +105,8 @@ def parse_infra_description(data: Any, source: Optional[str] = None) -> InfraDes
             fail(f"unknown key '{key}' in infrastructure description (allowed: {join(TOP_KEYS)})",
                  data, key)
     if 'user_id' not in data:
-        warnings.append('user_id is not defined in infrastructure description')
+        warnings.append('user_id is not defined in infrastructure description '
+                        '(your user name is used instead)')
     elif not isinstance(data['user_id'], str):
         fail(f"user_id must be text, got {type_name(data['user_id'])}", data, 'user_id')
     if 'infra_name' not in data:

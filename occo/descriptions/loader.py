@@ -4,9 +4,9 @@ A :class:`yaml.SafeLoader` subclass that
 
 * resolves ``!yaml_import {url: file://...}`` and ``!text_import {url: file://...}`` relative to
   the directory of the including file (absolute ``file:///path`` URLs are taken literally);
-* refuses every other tag, in particular ``!!python/object...``, with a one-line error -- or, for
-  the original's configuration files (``lenient_tags=True``), reads such a tag's node as plain data
-  and reports the tag so that the caller can warn;
+* refuses every other tag, in particular ``!!python/object...``, with a one-line error -- except
+  that, for the original's configuration files (``lenient_tags=True``), a local tag such as
+  ``!UDS`` is read as the plain data under it and reported so that the caller can warn;
 * rejects duplicate keys in a mapping, which PyYAML would silently collapse;
 * keeps dates and times as the strings the user wrote;
 * remembers the file and line of every mapping, key and list item (:class:`LDict`,
@@ -204,7 +204,7 @@ def _construct_other(loader: _OccoLoader, tag_suffix: Any, node: Any = None) -> 
     # Called as (loader, node) for the catch-all None constructor.
     node = tag_suffix if node is None else node
     tag = _display_tag(node.tag)
-    if not loader.lenient_tags:
+    if not (loader.lenient_tags and node.tag.startswith('!')):  # !!python/... is never lenient
         raise loader.error(node, f"unsupported YAML tag '{tag}': only !yaml_import and !text_import "
                                  "are allowed (Occopus never builds objects from YAML)")
     loader.ignored_tags.add(tag)

@@ -227,9 +227,13 @@ def _levels(graph: InfraGraph, desc: InfraDescription) -> List[List[str]]:
         level = [name for name in graph.nodes if name in remaining and not remaining[name]]
         if not level:
             cycle = _find_cycle(remaining)
+            inferred = {(e.dependent, e.dependee) for e in graph.edges if e.inferred}
+            chain = cycle[0] + ''.join(
+                f" -> {b}" + (f" (address used in {a}'s templates)" if (a, b) in inferred else '')
+                for a, b in zip(cycle, cycle[1:]))
             lines = [d.line for d in desc.dependencies if d.line and d.dependent in cycle]
-            raise SchemaError(f"Cycle detected in dependencies: {' -> '.join(cycle)} "
-                              '(each node depends on the next; remove one of these dependencies)',
+            raise SchemaError(f'Cycle detected in dependencies: {chain} (each node depends on the '
+                              'next; remove one of these dependencies)',
                               source=desc.source, line=min(lines) if lines else None)
         levels.append(level)
         for name in level:

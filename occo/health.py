@@ -41,24 +41,32 @@ def _check_mysqldbs(section: Mapping[str, Any]) -> Optional[Problem]:
     return None
 
 
+def _check_urls(section: Mapping[str, Any]) -> Optional[Problem]:
+    if all(isinstance(url, str) for url in section.get('urls') or ()):
+        return None
+    return Problem("Invalid format of 'urls' section! Must be a list of URLs.", ('urls',))
+
+
+def _check_scalars(section: Mapping[str, Any]) -> Optional[Problem]:
+    if section.get('type', 'basic') != 'basic':
+        return Problem(f"Unknown health check type {section['type']!r} (the only type is basic)", ('type',))
+    if not isinstance(section.get('ping', True), bool):
+        return Problem("Invalid value of 'ping' section! Must be True/False.", ('ping',))
+    timeout = section.get('timeout', DEFAULT_TIMEOUT)
+    if not (is_int(timeout) and timeout > 0):
+        return Problem("Invalid value of 'timeout' section! Must be integer (seconds, > 0).", ('timeout',))
+    return None
+
+
 def check_section(section: Mapping[str, Any]) -> Optional[Problem]:
     """The first problem of a ``health_check`` section, or ``None``."""
-    ping = section.get('ping', True)
-    timeout = section.get('timeout', DEFAULT_TIMEOUT)
-    return first([
-        None if section.get('type', 'basic') == 'basic' else
-        Problem(f"Unknown health check type {section.get('type')!r} (the only type is basic)", ('type',)),
-        _check_list(section, 'mysqldbs'), _check_mysqldbs(section),
-        _check_list(section, 'urls'),
-        None if all(isinstance(u, str) for u in section.get('urls') or ()) else
-        Problem("Invalid format of 'urls' section! Must be a list of URLs.", ('urls',)),
-        _check_list(section, 'ports'), _check_ports(section),
-        None if isinstance(ping, bool) else
-        Problem("Invalid value of 'ping' section! Must be True/False.", ('ping',)),
-        None if is_int(timeout) and timeout > 0 else
-        Problem("Invalid value of 'timeout' section! Must be integer (seconds, > 0).", ('timeout',)),
-        KEYS.unknown(section, 'health_check'),
-    ])
+    return first(check(section) for check in (
+        _check_scalars,
+        lambda s: _check_list(s, 'mysqldbs'), _check_mysqldbs,
+        lambda s: _check_list(s, 'urls'), _check_urls,
+        lambda s: _check_list(s, 'ports'), _check_ports,
+        lambda s: KEYS.unknown(s, 'health_check'),
+    ))
 
 
 def templates(section: Mapping[str, Any]) -> Iterator[Tuple[Tuple[Any, ...], str]]:

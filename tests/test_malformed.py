@@ -24,7 +24,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import pytest
 
-from conftest import write
+from conftest import Occo, write
 
 IMPORT = 'occopus-import'
 BUILD = 'occopus-build'
@@ -348,8 +348,8 @@ CASES = [
     # ---- YAML syntax --------------------------------------------------------------------------
     imp('yaml-bad-indentation', web('      regionname:', '     regionname:'),
         'YAML syntax error', at=(NODES, 'regionname:')),
-    imp('yaml-unclosed-quote', web('instance_type: m1.small', 'instance_type: "m1.small'),
-        ['YAML syntax error', 'quoted scalar'], at=(NODES, '"m1.small')),
+    imp('yaml-unclosed-quote', web('pass: secret}', 'pass: "secret}'),
+        ['YAML syntax error', 'quoted scalar'], at=(NODES, '"secret}')),
     imp('yaml-tab-indentation', web('      image_id:', '\timage_id:'),
         ['YAML syntax error', "'\\t'"], at=(NODES, 'image_id:')),
     imp('yaml-duplicate-key', after(VALID_NODEDEFS, 'instance_type: m1.small',
@@ -359,8 +359,8 @@ CASES = [
     imp('yaml-error-in-yaml-import',
         edit(CHEF, "context_template: |\n        #cloud-config\n        runcmd: [date]\n",
              'context_template: !yaml_import {url: file://cloud_init.yaml}\n'),
-        'YAML syntax error', extra={'cloud_init.yaml': 'runcmd:\n  - [date\n  - uptime: x: y\n'},
-        at=('cloud_init.yaml', None)),
+        'YAML syntax error', extra={'cloud_init.yaml': 'runcmd:\n  - date\n - uptime\n'},
+        at=('cloud_init.yaml', ' - uptime')),
     dry('yaml-bad-indentation', infra('    type: db', '   type: db'),
         'YAML syntax error', at=(INFRA, '   type: db')),
     dry('yaml-unclosed-bracket', infra('connection: [*W, *D]', 'connection: [*W, *D'),
@@ -371,8 +371,8 @@ CASES = [
         ["duplicate key 'name'", 'first given at line 5'], at=(INFRA, 'name: www')),
     dry('yaml-error-in-yaml-import',
         infra('variables:\n  greeting: hello\n', 'variables: !yaml_import {url: file://vars.yaml}\n'),
-        'YAML syntax error', extra={'vars.yaml': 'greeting: "hello\nother: x\n'},
-        at=('vars.yaml', None)),
+        'YAML syntax error', extra={'vars.yaml': 'greeting: hello\n  other: x\n'},
+        at=('vars.yaml', 'other: x')),
 
     # ---- unknown keys -------------------------------------------------------------------------
     dry('unknown-top-level-key', after(VALID_INFRA, 'user_id:', 'infra_id: abc\n'),
@@ -383,7 +383,8 @@ CASES = [
         "unknown key 'initial' in scaling of node 'web'", at=(INFRA, 'initial: 1')),
     imp('key-without-node_def-prefix', web("'node_def:db':", "'nodedef:db':"),
         ["in node 'nodedef:db'", "must begin with 'node_def:<nodename>'"], at=(NODES, "'nodedef:db':")),
-    imp('unknown-section', web('    health_check:\n      ping', '    variables: {a: 1}\n    health_check:\n      ping'),
+    imp('unknown-section', after(VALID_NODEDEFS, 'echo "{{ variables.greeting }}"',
+                                 '    variables: {a: 1}\n'),
         ["in node 'web'", "Invalid section 'variables'"], at=(NODES, 'variables: {a: 1}'),
         preimport=True),
     imp('ec2-unknown-key', after(VALID_NODEDEFS, 'instance_type: m1.small', '      flavor_name: big\n'),
@@ -436,10 +437,10 @@ CASES = [
         'Missing key(s): description', at=(NODES, 'type: cloudbroker')),
     imp('cloudbroker-description-missing-deployment_id', drop(CLOUDBROKER, 'deployment_id'),
         'Missing key(s) in description: deployment_id', at=(NODES, 'description:')),
-    imp('cloudsigma-description-missing-keys', drop(CLOUDSIGMA, 'cpu:', 'mem:', 'vnc_password'),
-        'Missing key(s) in description: cpu, mem, vnc_password', at=(NODES, 'description:')),
+    imp('cloudsigma-description-missing-keys', drop(CLOUDSIGMA, 'cpu:', 'vnc_password'),
+        'Missing key(s) in description: cpu, vnc_password', at=(NODES, 'description:')),
     imp('docker-missing-image', drop(DOCKER, 'image: busybox'),
-        'Missing key(s): image', at=(NODES, 'type: docker')),
+        'Missing key(s): image', at=(NODES, 'type: docker\n      endpoint:')),
     imp('resource-missing-type', drop(VALID_NODEDEFS, 'type: ec2'),
         [SECTION.format('resource', 'web'), "Missing key 'type'"], at=(NODES, 'endpoint:')),
     imp('contextualisation-missing-type', drop(VALID_NODEDEFS, 'type: cloudinit'),
@@ -448,8 +449,11 @@ CASES = [
     imp('config_management-missing-type', drop(CHEF, 'type: chef'),
         [SECTION.format('config_management', 'thing'), "Missing key 'type'!"],
         at=(NODES, 'endpoint: https://chef')),
-    imp('missing-resource-section', drop(NOVA, *NOVA.splitlines()[1:8]).replace('  - \n', '  - '),
-        [SECTION.format('resource', 'thing'), "Missing 'resource' section!"]),
+    imp('missing-resource-section',
+        "'node_def:thing':\n  - contextualisation: {type: cloudinit, context_template: x}\n"
+        '    health_check: {ping: false}\n',
+        ["in node 'thing'[0]: Missing 'resource' section!"],
+        at=(NODES, 'contextualisation:')),
     imp('cloudinit-missing-context_template', drop(NOVA, 'context_template', '#cloud-config', 'runcmd'),
         [SECTION.format('contextualisation', 'thing'), 'Missing key(s): context_template'],
         at=(NODES, 'type: cloudinit')),
@@ -457,9 +461,9 @@ CASES = [
         'infra_name must be defined'),
     dry('missing-nodes', 'infra_name: empty\nuser_id: u\n', 'nodes section must be defined'),
     dry('node-missing-name', drop(VALID_INFRA, 'name: db'),
-        'missing key "name" in node 2', at=(INFRA, 'type: db')),
+        'missing key "name" in node 2', at=(INFRA, '- &D')),
     dry('node-missing-type', drop(VALID_INFRA, 'type: db'),
-        ['missing key "type" in node \'db\''], at=(INFRA, 'name: db')),
+        ['missing key "type" in node \'db\''], at=(INFRA, '- &D')),
 
     # ---- cycles, duplicates, dangling and self dependencies -----------------------------------
     dry('two-node-cycle', after(VALID_INFRA, 'connection: [*W, *D]', '  - [*D, *W]\n'),
@@ -506,13 +510,15 @@ CASES = [
     imp('text_import-missing-file', edit(NOVA, "|\n        #cloud-config\n        runcmd: [date]\n",
                                          '!text_import {url: file://missing.sh}\n'),
         [f"!text_import cannot read '{DIR}/missing.sh'", 'No such file'], at=(NODES, 'missing.sh')),
-    dry('yaml_import-missing-file', infra('greeting: hello', 'greeting: !yaml_import {url: file://nothere.yaml}'),
+    dry('yaml_import-missing-file',
+        infra('greeting: hello', 'greeting: !yaml_import {url: file://nothere.yaml}'),
         [f"!yaml_import cannot read '{DIR}/nothere.yaml'", 'No such file'], at=(INFRA, 'nothere.yaml')),
     imp('yaml_import-http-url', edit(NOVA, "|\n        #cloud-config\n        runcmd: [date]\n",
                                      '!yaml_import {url: "http://example.org/ci.yaml"}\n'),
         ['!yaml_import supports only file:// URLs', "'http://example.org/ci.yaml'"],
         at=(NODES, 'http://example.org')),
-    dry('text_import-http-url', infra('greeting: hello', 'greeting: !text_import {url: "http://example.org/x"}'),
+    dry('text_import-http-url',
+        infra('greeting: hello', 'greeting: !text_import {url: "http://example.org/x"}'),
         ['!text_import supports only file:// URLs', "'http://example.org/x'"], at=(INFRA, 'http://')),
     case('import-import-cycle', IMPORT,
          {'a.yaml': "'node_def:web':\n  - resource: !yaml_import {url: file://b.yaml}\n",
@@ -540,12 +546,18 @@ CASES = [
         at=(NODES, 'ports: 80')),
     imp('port-not-an-integer', web('ports: [22, 80]', 'ports: [22, http]'),
         [SECTION.format('health_check', 'web'), "Invalid port 'http'"], at=(NODES, 'ports:')),
+    imp('mysqldbs-not-a-list', web('      mysqldbs:\n        - {name: wordpress, user: wp, pass: secret}',
+                                   '      mysqldbs: 3306'),
+        [SECTION.format('health_check', 'db'), "Invalid format of 'mysqldbs' section! Must be a list."],
+        at=(NODES, 'mysqldbs: 3306')),
     imp('ping-not-a-bool', web('ping: false', 'ping: maybe'),
         "Invalid value of 'ping' section! Must be True/False.", at=(NODES, 'ping: maybe')),
     imp('timeout-not-an-integer', web('timeout: 600', 'timeout: ten minutes'),
         "Invalid value of 'timeout' section!", at=(NODES, 'timeout: ten')),
     imp('urls-not-a-list', web("urls: ['http://{{ ip }}/']", "urls: 'http://{{ ip }}/'"),
         "Invalid format of 'urls' section! Must be a list.", at=(NODES, 'urls:')),
+    imp('urls-a-number', web("urls: ['http://{{ ip }}/']", 'urls: 8080'),
+        "Invalid format of 'urls' section! Must be a list.", at=(NODES, 'urls: 8080')),
     imp('nova-volume_size-negative', edit(NOVA, 'volume_size: 10', 'volume_size: -5'),
         'Negative numbers for volume_size are prohibited!', at=(NODES, 'volume_size')),
     imp('nova-volume_size-not-a-number', edit(NOVA, 'volume_size: 10', 'volume_size: big'),
@@ -560,8 +572,8 @@ CASES = [
         ["'address' must be a loopback address in 127.0.0.0/8", "'10.0.0.2'"], at=(NODES, 'address:')),
     imp('local-address-127.0.0.1', edit(LOCAL, '127.0.0.2', '127.0.0.1'),
         ['other than 127.0.0.1', "got '127.0.0.1'"], at=(NODES, 'address:')),
-    imp('docker-with-cloudinit', edit(DOCKER, DOCKER_CONTEXT.replace('\n', '\n    ').rstrip() + '\n',
-                                      CLOUDINIT.replace('\n', '\n    ').rstrip() + '\n'),
+    imp('docker-with-cloudinit', edit(DOCKER, textwrap.indent(DOCKER_CONTEXT, '    '),
+                                      textwrap.indent(CLOUDINIT, '    ')),
         "contextualisation type 'cloudinit' cannot be used with resource type 'docker'",
         at=(NODES, 'type: cloudinit')),
     imp('unknown-resource-type', web('type: ec2', 'type: gce'),
@@ -574,11 +586,11 @@ CASES = [
     # ---- checks that need the imported node definitions (dry run) -----------------------------
     dry('type-not-imported', infra('type: db', 'type: nosuch'),
         ["node 'db': type 'nosuch' has no imported node definition", 'node_def:nosuch'],
-        at=(INFRA, 'name: db')),
+        at=(INFRA, '- &D')),
     dry('filter-matches-nothing', infra('      type: ec2', '      type: nova'),
-        ["node 'web'", 'No matching node definition'], at=(INFRA, 'name: web')),
+        ["node 'web'", 'No matching node definition'], at=(INFRA, '- &W')),
     dry('getip-of-missing-node', infra('type: db', 'type: lost'),
-        ["node 'db'", "address of node 'nope'", 'no such node'], at=(INFRA, 'name: db')),
+        ["node 'db'", "address of node 'nope'", 'no such node'], at=(INFRA, '- &D')),
     imp('jinja-syntax-error', web('echo "{{ variables.greeting }}"', 'echo "{{ variables.greeting "'),
         [SECTION.format('contextualisation', 'web'), 'template syntax error', 'context_template'],
         at=(NODES, 'context_template:')),
@@ -587,9 +599,9 @@ CASES = [
     imp('empty-file', '', 'the file is empty', at=(NODES, None)),
     dry('empty-file', '# nothing here\n', 'the file is empty', at=(INFRA, None)),
     imp('yaml-list', "- 'node_def:web'\n- resource: {type: dummy}\n",
-        'expected node definitions', at=(NODES, None)),
+        'expected node definitions', at=(NODES, "- 'node_def:web'")),
     dry('yaml-list', '- infra_name: x\n- nodes: []\n', 'expected an infrastructure description',
-        at=(INFRA, None)),
+        at=(INFRA, '- infra_name: x')),
     case('import-missing-path', IMPORT, {}, ['no-such.yaml'], 'No such file or directory',
          at=('no-such.yaml', None)),
     case('build-missing-path', BUILD, {}, ['--dry-run', 'no-such.yaml'], 'No such file or directory',
@@ -603,12 +615,27 @@ CASES = [
         web('instance_type: m1.small', 'instance_type: m1.large') + "'node_def:extra':\n  - resource: {}\n",
         [SECTION.format('resource', 'extra'), "Missing key 'type'"], at=(NODES, 'resource: {}'),
         preimport=True),
+    # ---- hostile documents --------------------------------------------------------------------
+    dry('billion-laughs', infra('variables:\n  greeting: hello', 'variables:\n  greeting: hello\n'
+        + ''.join(f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9) if i else ', '.join(['lol'] * 9)}]\n"
+                  for i in range(9))),
+        'more than 200000 values once its aliases are expanded', at=(INFRA, None)),
+    imp('recursive-alias', web('tags:\n        owner: tester', 'tags: &t\n        owner: [*t]'),
+        'a YAML alias refers to a mapping or list that contains it', at=(NODES, 'tags: &t')),
+    imp('template-error-in-text-import',
+        edit(CHEF, "context_template: |\n        #cloud-config\n        runcmd: [date]\n",
+             'context_template: !text_import {url: file://cloud_init.txt}\n'),
+        ['template syntax error in context_template', "unexpected '}'"],
+        extra={'cloud_init.txt': '#cloud-config\nruncmd:\n  - date\n  - echo {{ name }\n'},
+        at=('cloud_init.txt', 'echo {{ name }')),
+    dry('scaling-max-zero', infra('min: 1', 'min: 0').replace('max: 2', 'max: 0'),
+        "scaling max of node 'web' must be a whole number >= 1, got 0", at=(INFRA, 'max: 0')),
 ]
 
 
 # -- the test ----------------------------------------------------------------------------------
 
-def _import_ok(occo: object, path: Path) -> None:
+def _import_ok(occo: Occo, path: Path) -> None:
     result = occo.run(IMPORT, path)
     assert result.returncode == 0, result.stderr
     assert 'Successfully imported nodes' in result.stdout
@@ -630,7 +657,7 @@ def test_case_count() -> None:
 
 
 @pytest.mark.parametrize('name', sorted(VALID_FIXTURES))
-def test_valid_fixture(occo: object, tmp_path: Path, name: str) -> None:
+def test_valid_fixture(occo: Occo, tmp_path: Path, name: str) -> None:
     """The fixtures the malformed cases are edited from are themselves accepted."""
     command, text = VALID_FIXTURES[name]
     write(tmp_path, {'setup/nodes.yaml': VALID_NODEDEFS + TEMPLATE_NODEDEFS, 'file.yaml': text})
@@ -644,7 +671,7 @@ def test_valid_fixture(occo: object, tmp_path: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize('case', CASES)
-def test_malformed(occo: object, tmp_path: Path, case: Case) -> None:
+def test_malformed(occo: Occo, tmp_path: Path, case: Case) -> None:
     folder = tmp_path / 'in'
     folder.mkdir()
     prefix = str(folder)
@@ -689,5 +716,8 @@ def test_malformed(occo: object, tmp_path: Path, case: Case) -> None:
             line = _expected_line(texts[name], where)
             assert f'{DIR}/{name}:{line}: ' in message, f'location {name}:{line} missing\n{report}'
     assert after_run == before, 'Redis changed'
+    if case.preimport:  # the definitions imported before are still the ones stored
+        stored = [occo.redis.hget(key, 'web') or '' for key in occo.keys()]
+        assert any('"instance_type":"m1.small"' in text for text in stored), stored
     if case.marker:
         assert not (folder / MARKER).exists(), 'the YAML payload was executed'

@@ -184,10 +184,10 @@ def _parse_scaling(raw: Mapping[str, Any], name: str, fail: Any) -> Scaling:
         if key not in SCALING_KEYS:
             fail(f"unknown key '{key}' in scaling of node '{name}' (allowed: min, max)", scaling, key)
     for key in SCALING_KEYS:
-        if key in scaling and not (is_int(scaling[key]) and scaling[key] >= 0):
+        if key in scaling and not (is_int(scaling[key]) and scaling[key] >= (0 if key == 'min' else 1)):
             fail(f"scaling {key} of node '{name}' must be a whole number >= 1, "
                  f'got {scaling[key]!r}', scaling, key)
-    low = max(scaling.get('min', 1), 1)  # min 0 means 1: a node always has an instance
+    low = max(scaling.get('min', 1), 1)  # min 0 means 1, as in the original: never zero instances
     high = scaling.get('max', low)
     if high < low:
         fail(f"scaling of node '{name}' is inverted: max ({high}) is less than min ({low}); "

@@ -27,6 +27,8 @@ from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from occo.errors import YAMLFileError
 
 IMPORT_TAGS = ('!yaml_import', '!text_import')
+#: Most values a document may hold once its aliases are expanded ("billion laughs" guard).
+MAX_VALUES = 200_000
 FILE_SCHEME = 'file://'
 
 
@@ -52,6 +54,18 @@ class LList(list):
         self.yaml_source: Optional[str] = None
         self.yaml_line: Optional[int] = None
         self.item_lines: List[int] = []
+
+
+class LStr(str):
+    """Text read by ``!text_import``: knows the file it came from (line 1 is its first line)."""
+
+    __slots__ = ('yaml_source', 'yaml_line')
+
+    def __new__(cls, text: str, source: Optional[str] = None) -> 'LStr':
+        self = super().__new__(cls, text)
+        self.yaml_source = source
+        self.yaml_line = 1
+        return self
 
 
 def location(obj: Any, key: Any = None) -> Tuple[Optional[str], Optional[int]]:
@@ -196,8 +210,9 @@ def _construct_yaml_import(loader: _OccoLoader, node: Any) -> Any:
     return _load(text, path, loader.stack, loader.lenient_tags, loader.ignored_tags)
 
 
-def _construct_text_import(loader: _OccoLoader, node: Any) -> str:
-    return _read_imported(loader, node, '!text_import')[1]
+def _construct_text_import(loader: _OccoLoader, node: Any) -> LStr:
+    path, text = _read_imported(loader, node, '!text_import')
+    return LStr(text, path)
 
 
 def _construct_other(loader: _OccoLoader, tag_suffix: Any, node: Any = None) -> Any:
@@ -222,22 +237,70 @@ _OccoLoader.add_constructor('!text_import', _construct_text_import)
 _OccoLoader.add_constructor(None, _construct_other)
 
 
+def _check_size(data: Any, source: str) -> None:
+    """Refuse documents whose aliases expand to huge (or endless) data."""
+    sizes: dict = {}
+
+    def size(obj: Any) -> int:
+        if not isinstance(obj, (dict, list)):
+            return 1
+        key = id(obj)
+        if key in sizes:
+            if sizes[key] is None:
+                raise YAMLFileError('a YAML alias refers to a mapping or list that contains it',
+                                    source=source, line=getattr(obj, 'yaml_line', None))
+            return sizes[key]
+        sizes[key] = None
+        items = obj.items() if isinstance(obj, dict) else ((None, v) for v in obj)
+        total = 1 + sum(size(value) for _, value in items)
+        if total > MAX_VALUES:
+            raise YAMLFileError(f'the document holds more than {MAX_VALUES} values once its aliases '
+                                'are expanded; write the data out or use fewer aliases', source=source)
+        sizes[key] = total
+        return total
+
+    size(data)
+
+
 def _load(text: str, source: str, stack: Tuple[str, ...], lenient_tags: bool,
           ignored_tags: Optional[Set[str]]) -> Any:
     loader = _OccoLoader(text, source, stack + (os.path.abspath(source),), lenient_tags, ignored_tags)
     try:
-        return loader.get_single_data()
+        data = loader.get_single_data()
+        _check_size(data, source)
+        return data
+    except RecursionError:
+        raise YAMLFileError('the document nests too deeply', source=source) from None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or 'invalid YAML'
-        line = mark.line + 1 if mark else None
-        column = f' at column {mark.column + 1}' if mark else ''
-        raise YAMLFileError(f'YAML syntax error{column}: {problem}', source=mark.name if mark and mark.name
-                            not in ('<unicode string>', '<file>') else source, line=line) from None
+        raise _syntax_error(exc, source) from None
     except yaml.YAMLError as exc:
         raise YAMLFileError(f'YAML error: {str(exc).splitlines()[0]}', source=source) from None
     finally:
         loader.dispose()
+
+
+def _syntax_error(exc: yaml.MarkedYAMLError, source: str) -> YAMLFileError:
+    """One line that says what is wrong and where, with PyYAML's context (e.g. the line where an
+    unclosed quote or bracket was opened, which is where the user has to look)."""
+    problem, mark = exc.problem or 'invalid YAML', exc.problem_mark
+    context, opened = exc.context, exc.context_mark
+    if mark is None:
+        problem, mark, context, opened = context or problem, opened, None, None
+    hint = (' (YAML cannot be indented with tabs; use spaces)' if '\\t' in problem else
+            ' (check the indentation of this line against the lines above)' if '<block end>' in problem
+            else '')
+    if context and opened and any(w in context for w in ('quoted scalar', 'flow ')):
+        message = (f'YAML syntax error: {context.replace("while scanning", "").replace("while parsing", "").strip()} '
+                   f'opened at column {opened.column + 1} is not closed: {problem} at line '
+                   f'{mark.line + 1}, column {mark.column + 1}')
+        line = opened.line + 1
+    else:
+        where = f' at column {mark.column + 1}' if mark else ''
+        message = f'YAML syntax error{where}: {problem}{hint}'
+        if context and opened:
+            message += f' ({context} that starts at line {opened.line + 1})'
+        line = mark.line + 1 if mark else None
+    return YAMLFileError(message, source=source, line=line)
 
 
 def load_yaml_text(text: str, source: str = '<input>', *, lenient_tags: bool = False,

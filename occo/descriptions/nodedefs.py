@@ -117,7 +117,8 @@ def _check_implementation(name: str, index: int, impl: Mapping[str, Any],
             raise schema_error(f"in node '{name}': Invalid section '{key}' "
                                f'(allowed: {join(SECTIONS)})', impl, (key,), source)
     if 'resource' not in impl:
-        raise fail('resource', Problem("Missing 'resource' section!"))
+        raise schema_error(f"in node '{name}'[{index}]: Missing 'resource' section! (every "
+                           'implementation needs one, with at least its type)', impl, (), source)
     for section in SECTIONS:
         if section in impl and not isinstance(impl[section], Mapping):
             raise fail(section, Problem(f'the section must be a mapping, got {type_name(impl[section])}',
@@ -149,10 +150,15 @@ def _check_implementation(name: str, index: int, impl: Mapping[str, Any],
     plain = Implementation(**{section: to_plain(impl[section]) for section in SECTIONS if section in impl})
     for section, path, text in _templates(plain, classes.get('contextualisation')):
         error = templates.syntax_error(text)
-        if error:
-            raise fail(section, Problem(f"template syntax error in {'.'.join(map(str, path))}, "
-                                        f'line {error[0]} of the template: {error[1]}', path),
-                       impl[section])
+        if error is None:
+            continue
+        where = '.'.join(map(str, path))
+        text_source = getattr(text, 'yaml_source', None)
+        if text_source:  # a !text_import file: point at the line itself
+            raise SchemaError(f"in '{section}' section of node '{name}'[{index}]: template syntax "
+                              f'error in {where}: {error[1]}', source=text_source, line=error[0])
+        raise fail(section, Problem(f'template syntax error in {where} (line {error[0]} of its '
+                                    f'text): {error[1]}', path), impl[section])
     return plain
 
 

@@ -29,7 +29,7 @@ bench: install
 
 docs: install
 	$(BIN)/pip install --quiet sphinx
-	$(BIN)/sphinx-build -q -b html docs docs/_build/html
+	$(BIN)/sphinx-build -W -q -b html docs docs/_build/html
 
 clean:
 	rm -rf $(VENV) docs/_build .pytest_cache build *.egg-info

@@ -6,11 +6,12 @@ subclasses with messages meant for the user.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+import logging
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
 
 from occo.compiler import InfraGraph, compile_infra
-from occo.config import Config
+from occo.config import AuthData, Config
 from occo.descriptions.infra import InfraDescription, load_infra_description
 from occo.descriptions.nodedefs import NodeDefinition, load_node_definitions
 from occo.planner import Plan, make_plan
@@ -32,15 +33,24 @@ class DryRun:
 
     graph: InfraGraph
     plan: Plan
-    warnings: List[str] = field(default_factory=list)
+
+
+Warn = Callable[[str], None]
 
 
 class Occopus:
-    """One user's view of Occopus: a configuration and the store it points to."""
+    """One user's view of Occopus: a configuration, credentials and the store they point to.
 
-    def __init__(self, config: Config, store: Optional[Store] = None) -> None:
+    :param warn: called with each warning (e.g. an inferred dependency) as soon as it arises;
+        by default warnings go to the ``occo`` logger.
+    """
+
+    def __init__(self, config: Config, *, auth: Optional[AuthData] = None,
+                 store: Optional[Store] = None, warn: Optional[Warn] = None) -> None:
         self.config = config
+        self.auth = auth or AuthData()
         self._store = store
+        self.warn: Warn = warn or logging.getLogger('occo').warning
 
     @property
     def store(self) -> Store:
@@ -78,14 +88,23 @@ class Occopus:
             known = self.store.node_definition_types(self.config.namespace)
         graph = compile_infra(desc, nodedefs, infra_id=infra_id,
                               user_id=desc.user_id or self.config.namespace, known_types=known)
+        for message in graph.warnings:
+            self.warn(message)
         return graph, nodedefs
+
+    def load_description(self, path: str) -> InfraDescription:
+        """Load and check the infrastructure description at ``path`` (warnings are reported)."""
+        desc = load_infra_description(path)
+        for message in desc.warnings:
+            self.warn(message)
+        return desc
 
     def dry_run(self, path: str, infra_id: Optional[str] = None) -> DryRun:
         """Check, compile and plan the infrastructure description at ``path``.
 
         Reads the node definitions; writes nothing and calls no cloud.
         """
-        graph, nodedefs = self.compile(load_infra_description(path), infra_id)
+        graph, nodedefs = self.compile(self.load_description(path), infra_id)
         resources = {name: [impl.resource for impl in nodedefs[node.type].implementations]
                      for name, node in graph.nodes.items()}
-        return DryRun(graph=graph, plan=make_plan(graph, resources), warnings=graph.warnings)
+        return DryRun(graph=graph, plan=make_plan(graph, resources))

@@ -130,7 +130,7 @@ def compile_infra(desc: InfraDescription, nodedefs: Mapping[str, NodeDefinition]
     edges = [Edge(d.dependent, d.dependee, mappings=d.mappings) for d in desc.dependencies]
     graph = InfraGraph(infra_id=infra_id or str(uuid.uuid4()), infra_name=desc.name,
                        user_id=user_id or desc.user_id or '', nodes=nodes, edges=edges, levels=[],
-                       variables=desc.variables, source=desc.source, warnings=list(desc.warnings))
+                       variables=desc.variables, source=desc.source)
     _infer_edges(graph, nodedefs, fail)
     for edge in graph.edges:
         depends_on = nodes[edge.dependent].depends_on

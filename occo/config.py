@@ -60,19 +60,33 @@ class Config:
     warnings: Tuple[str, ...] = ()
 
 
-# Our own file format: key -> (Config field, expected types, description).
-_FIELDS: Dict[Tuple[str, ...], Tuple[str, tuple, str]] = {
-    ('redis', 'url'): ('redis_url', (str,), 'a Redis URL such as redis://127.0.0.1:6379/0'),
-    ('redis', 'prefix'): ('redis_prefix', (str,), 'text'),
-    ('namespace',): ('namespace', (str,), 'text'),
-    ('rest', 'host'): ('rest_host', (str,), 'a host name or address'),
-    ('rest', 'port'): ('rest_port', (int,), 'a port number'),
-    ('rest', 'token'): ('rest_token', (str,), 'text'),
-    ('parallelize',): ('parallelize', (bool,), 'true or false'),
-    ('parallelism',): ('parallelism', (int,), 'a whole number >= 1'),
-    ('create_timeout',): ('create_timeout', (int, float), 'seconds'),
-    ('health_checks',): ('health_checks', (bool,), 'true or false'),
-    ('allow_cmd',): ('allow_cmd', (bool,), 'true or false'),
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and value != ''
+
+
+def _is_whole(low: int, high: Optional[int] = None) -> Any:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low and (
+        high is None or v <= high)
+
+
+def _is_redis_url(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(REDIS_SCHEMES)
+
+
+# Our own file format: key -> (Config field, check, what is expected).
+_FIELDS: Dict[Tuple[str, ...], Tuple[str, Any, str]] = {
+    ('redis', 'url'): ('redis_url', _is_redis_url, 'a Redis URL such as redis://127.0.0.1:6379/0'),
+    ('redis', 'prefix'): ('redis_prefix', _is_text, 'non-empty text'),
+    ('namespace',): ('namespace', _is_text, 'non-empty text'),
+    ('rest', 'host'): ('rest_host', _is_text, 'a host name or address'),
+    ('rest', 'port'): ('rest_port', _is_whole(1, 65535), 'a port number (1-65535)'),
+    ('rest', 'token'): ('rest_token', _is_text, 'non-empty text'),
+    ('parallelize',): ('parallelize', lambda v: isinstance(v, bool), 'true or false'),
+    ('parallelism',): ('parallelism', _is_whole(1), 'a whole number >= 1'),
+    ('create_timeout',): ('create_timeout', lambda v: isinstance(v, (int, float))
+                          and not isinstance(v, bool) and v > 0, 'a number of seconds > 0'),
+    ('health_checks',): ('health_checks', lambda v: isinstance(v, bool), 'true or false'),
+    ('allow_cmd',): ('allow_cmd', lambda v: isinstance(v, bool), 'true or false'),
 }
 _SECTIONS = {path[0] for path in _FIELDS if len(path) == 2}
 
@@ -161,20 +175,18 @@ def _apply_file(config: Config, path: str) -> Config:
     warnings = list(config.warnings)
     if any(section in data for section in LEGACY_SECTIONS):
         legacy, used = _legacy(data)
-        changes.update(legacy)
+        changes = dict(legacy, **changes)  # our own keys win over the legacy sections
         ignored = ', '.join(ignored_tags + [s for s in ('plugins', 'logging') if s in data])
         warnings.append(f"{path}: read as an Occopus 1.x configuration file: used {', '.join(used) or 'nothing'}"
                         f"{'; ignored ' + ignored if ignored else ''} (nothing in it is executed)")
     elif ignored_tags:
         raise _fail(f"unsupported YAML tag(s) {', '.join(ignored_tags)} in a configuration file", data)
-    if changes.get('parallelism', 1) < 1:
-        raise _fail('parallelism must be a whole number >= 1', data, 'parallelism')
     return replace(config, warnings=tuple(warnings), **changes)
 
 
 def _field(container: Mapping[str, Any], path: Tuple[str, ...], value: Any) -> str:
-    name, types, expected = _FIELDS[path]
-    if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+    name, check, expected = _FIELDS[path]
+    if not check(value):
         raise _fail(f"'{'.'.join(path)}' must be {expected}, got {value!r}", container, path[-1])
     return name
 
@@ -184,6 +196,10 @@ def _legacy(data: Mapping[str, Any]) -> Tuple[Dict[str, Any], List[str]]:
     components = data.get('components') or {}
     changes: Dict[str, Any] = {}
     used = []
+    if isinstance(components, Mapping) and components.get('dry_run'):
+        raise _fail('components.dry_run is not supported: every command here would use real '
+                    'clouds; use occopus-build --dry-run, or the dummy resource type, and remove '
+                    'dry_run from the file', components, 'dry_run')
     uds = components.get('uds') if isinstance(components, Mapping) else None
     if isinstance(uds, Mapping):
         changes['redis_url'] = _legacy_redis_url(uds)
@@ -193,7 +209,7 @@ def _legacy(data: Mapping[str, Any]) -> Tuple[Dict[str, Any], List[str]]:
         if 'host' in rest:
             changes['rest_host'] = str(rest['host'])
         if 'port' in rest:
-            if not isinstance(rest['port'], int) or isinstance(rest['port'], bool):
+            if not _is_whole(1, 65535)(rest['port']):
                 raise _fail(f"components.rest.port must be a port number, got {rest['port']!r}",
                             rest, 'port')
             changes['rest_port'] = rest['port']
@@ -241,7 +257,7 @@ def _apply_environment(config: Config, environ: Mapping[str, str]) -> Config:
     health = environ.get(ENV_HEALTH_CHECKS)
     if health is not None and health != '':
         if health.lower() not in ('0', '1', 'false', 'true', 'no', 'yes', 'off', 'on'):
-            raise ConfigError(f'{ENV_HEALTH_CHECKS} must be 0 or 1, got {health!r}')
+            raise ConfigError(f'{ENV_HEALTH_CHECKS} must be 0 or 1 (or false/true), got {health!r}')
         changes['health_checks'] = health.lower() in ('1', 'true', 'yes', 'on')
     return replace(config, **changes)
 

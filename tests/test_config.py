@@ -60,7 +60,12 @@ def test_bad_locations_are_errors(home, option, environ, message):
     ('redis: {url: 5}\n', "'redis.url' must be a Redis URL"),
     ('colour: blue\n', "unknown configuration key 'colour'"),
     ('redis: {host: x}\n', "unknown key 'host' in 'redis' (allowed: prefix, url)"),
-    ('parallelism: 0\n', 'parallelism must be a whole number >= 1'),
+    ('parallelism: 0\n', "'parallelism' must be a whole number >= 1, got 0"),
+    ('create_timeout: -5\n', "'create_timeout' must be a number of seconds > 0"),
+    ('rest: {port: 99999}\n', "'rest.port' must be a port number (1-65535)"),
+    ('namespace: ""\n', "'namespace' must be non-empty text"),
+    ('redis: {url: "http://x"}\n', "'redis.url' must be a Redis URL"),
+    ('components: {dry_run: true}\n', 'components.dry_run is not supported'),
     ('[1, 2]\n', 'a configuration file must be a mapping'),
     ('redis: !!python/object/apply:os.system [ls]\n', "unsupported YAML tag"),
 ])

@@ -103,3 +103,21 @@ def test_dry_run_orders_corpus_infrastructures(occo, tutorial, infra, expected):
     result = occo.run('occopus-build', '--dry-run', CORPUS / tutorial / infra)
     assert result.returncode == 0, result.stderr
     assert plan_lines(result.stdout) == expected
+
+
+def test_missing_auth_file_is_reported_at_once(occo):
+    result = occo.run('occopus-build', '--dry-run', '--auth_data_path', 'nope.yaml',
+                      EXAMPLES / 'ping' / 'infra-ping-dummy.yaml')
+    assert result.returncode == 1
+    assert result.stderr == ("occopus-build: error: Specified authentication file does not exist: "
+                             "'nope.yaml'\n")
+
+
+def test_warnings_are_printed_even_when_compiling_fails(occo, tmp_path):
+    infra = write(tmp_path, {'i.yaml': 'infra_name: w\nnodes: [{name: a, type: not-imported}]\n'}) / 'i.yaml'
+    result = occo.run('occopus-build', '--dry-run', infra)
+    assert result.returncode == 1
+    warning, error = result.stderr.splitlines()
+    assert warning.startswith('occopus-build: warning: user_id is not defined')
+    assert error.startswith(f"occopus-build: error: {infra}:2: node 'a': type 'not-imported' has no "
+                            'imported node definition')

@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Any, Dict, List, Optional
 
-from occo.cli.common import add_infra_id, make_parser, open_session, run, warn
+from occo.cli.common import add_infra_id, make_parser, open_session, plural, run
 from occo.errors import NotImplementedYet
 
 PROG = 'occopus-build'
@@ -36,32 +36,31 @@ def _candidates(candidates: List[Dict[str, Any]]) -> str:
     return '; '.join(parts)
 
 
-def print_plan(dry: Any) -> None:
+def print_plan(dry: Any, given_id: bool = False) -> None:
     graph, plan = dry.graph, dry.plan
     inferred = {(e.dependent, e.dependee) for e in graph.edges if e.inferred}
     print(f"Plan for infrastructure '{plan.infra_name}' (dry run: nothing is created or stored)")
+    if given_id:
+        print(f'   id: {plan.infra_id}')
     for number, node in enumerate(plan.nodes, 1):
-        count = node.target - node.existing
-        print(f"{number:3}. {node.name}: create {count} instance{'s' if count != 1 else ''} "
+        print(f'{number:3}. {node.name}: create {plural(node.target - node.existing, "instance")} '
               f'(min {node.minimum}, max {node.maximum})')
         print(f'       type: {node.type}')
         deps = [dep + (' (inferred from templates)' if (node.name, dep) in inferred else '')
                 for dep in node.depends_on]
         print(f"       depends on: {', '.join(deps) if deps else 'nothing'}")
         print(f'       implementations: {_candidates(node.candidates)}')
-    print(f'{len(plan.nodes)} nodes, {len(plan.creates)} instances to create, '
-          f'in {len(graph.levels)} dependency levels; the description is valid.')
+    print(f'{plural(len(plan.nodes), "node")}, {plural(len(plan.creates), "instance")} to create, '
+          f'in {plural(len(graph.levels), "dependency level")}; the description is valid.')
 
 
 def command(args: argparse.Namespace) -> int:
     if not args.dry_run:
-        raise NotImplementedYet('building infrastructures is not implemented yet (issue #3: '
-                                'build and destroy); use --dry-run to check and plan one')
+        raise NotImplementedYet('building infrastructures is not implemented yet in this release; '
+                                'use --dry-run to check and plan one')
     session = open_session(PROG, args)
     dry = session.dry_run(args.infra_def, infra_id=args.infra_id)
-    for message in dry.warnings:
-        warn(PROG, message)
-    print_plan(dry)
+    print_plan(dry, given_id=bool(args.infra_id))
     return 0
 
 

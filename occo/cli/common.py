@@ -68,11 +68,17 @@ def run(prog: str, parser: argparse.ArgumentParser, command: Callable[[argparse.
         return EXIT_ERROR
 
 
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
 def open_session(prog: str, args: argparse.Namespace, **config_options: Any) -> Any:
-    """An :class:`occo.api.Occopus` for the configuration the options and environment choose."""
+    """An :class:`occo.api.Occopus` for the configuration and authentication files the options
+    and environment choose (a missing --auth_data_path file is an error at once)."""
     from occo.api import Occopus
-    from occo.config import load_config
+    from occo.config import load_auth_data, load_config
     config = load_config(getattr(args, 'cfg_path', None), **config_options)
     for message in config.warnings:
         warn(prog, message)
-    return Occopus(config)
+    auth = load_auth_data(args.auth_data_path) if hasattr(args, 'auth_data_path') else None
+    return Occopus(config, auth=auth, warn=lambda message: warn(prog, message))

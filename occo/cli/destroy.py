@@ -19,8 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def command(args: argparse.Namespace) -> int:
-    raise NotImplementedYet('destroying infrastructures is not implemented yet '
-                            '(issue #3: build and destroy)')
+    raise NotImplementedYet('destroying infrastructures is not implemented yet in this release')
 
 
 def main(argv: Optional[List[str]] = None) -> int:

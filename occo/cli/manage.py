@@ -34,8 +34,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 
 
 def command(args: argparse.Namespace) -> int:
-    raise NotImplementedYet('managing infrastructures is not implemented yet '
-                            '(issue #4: occopus-manage, occopus-scale)')
+    raise NotImplementedYet('managing infrastructures is not implemented yet in this release')
 
 
 def main(argv: Optional[List[str]] = None, prog: str = PROG) -> int:

@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def command(args: argparse.Namespace) -> int:
-    raise NotImplementedYet('the REST service is not implemented yet (a later issue)')
+    raise NotImplementedYet('the REST service is not implemented yet in this release')
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def command(args: argparse.Namespace) -> int:
-    raise NotImplementedYet('scaling is not implemented yet (issue #4: occopus-manage, occopus-scale)')
+    raise NotImplementedYet('scaling is not implemented yet in this release')
 
 
 def main(argv: Optional[List[str]] = None) -> int:

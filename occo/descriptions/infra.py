@@ -106,7 +106,7 @@ def parse_infra_description(data: Any, source: Optional[str] = None) -> InfraDes
                  data, key)
     if 'user_id' not in data:
         warnings.append('user_id is not defined in infrastructure description '
-                        '(your user name is used instead)')
+                        '(the namespace, by default your user name, is used instead)')
     elif not isinstance(data['user_id'], str):
         fail(f"user_id must be text, got {type_name(data['user_id'])}", data, 'user_id')
     if 'infra_name' not in data:
@@ -185,8 +185,8 @@ def _parse_scaling(raw: Mapping[str, Any], name: str, fail: Any) -> Scaling:
             fail(f"unknown key '{key}' in scaling of node '{name}' (allowed: min, max)", scaling, key)
     for key in SCALING_KEYS:
         if key in scaling and not (is_int(scaling[key]) and scaling[key] >= (0 if key == 'min' else 1)):
-            fail(f"scaling {key} of node '{name}' must be a whole number >= 1, "
-                 f'got {scaling[key]!r}', scaling, key)
+            fail(f"scaling {key} of node '{name}' must be a whole number >= 1"
+                 f"{' (0 is taken as 1)' if key == 'min' else ''}, got {scaling[key]!r}", scaling, key)
     low = max(scaling.get('min', 1), 1)  # min 0 means 1, as in the original: never zero instances
     high = scaling.get('max', low)
     if high < low:

@@ -17,7 +17,9 @@ class DockerHandler(ResourceHandler):
     @classmethod
     def check_context(cls, context: Optional[Mapping[str, Any]]) -> Optional[Problem]:
         problem = super().check_context(context)
-        if problem is None and not (context or {}).get('command'):
-            return Problem("resource type 'docker' needs 'command' (and 'env') in its docker "
-                           "contextualisation", ('command',) if context else ())
+        if problem is None:
+            for key in ('env', 'command'):
+                if not (context or {}).get(key):
+                    return Problem(f"resource type 'docker' needs a non-empty '{key}' in its docker "
+                                   'contextualisation (both env and command)', (key,) if context else ())
         return problem

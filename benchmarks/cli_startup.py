@@ -2,11 +2,12 @@
 
 Runs each console script with ``-h`` RUNS times and prints one JSON line: median and worst wall
 time per command, and whether ``occopus-build -h`` stays under the 0.3 s target.
-Usage: python benchmarks/cli_startup.py [RUNS]   (the commands must be on PATH)
+Usage: .venv/bin/python benchmarks/cli_startup.py [RUNS]
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -19,9 +20,10 @@ TARGET_S = 0.3
 
 
 def measure(command: str, runs: int) -> list:
-    path = shutil.which(command)
+    here = os.path.dirname(sys.executable)  # the virtualenv running this script first
+    path = shutil.which(command, path=os.pathsep.join([here, os.environ.get('PATH', '')]))
     if path is None:
-        sys.exit(f'{command} is not on PATH (run `make install` and use .venv/bin)')
+        sys.exit(f'{command} is not installed (run `make install`, then .venv/bin/python {sys.argv[0]})')
     times = []
     for _ in range(runs):
         start = time.perf_counter()

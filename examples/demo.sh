@@ -29,4 +29,4 @@ if occopus-build --dry-run "$broken"; then
 fi
 rm -rf "$(dirname "$broken")"
 
-step "Building is not implemented yet (issue #3); the demo ends here."
+step "Building arrives with the next release; the demo ends here."

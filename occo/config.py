@@ -56,6 +56,7 @@ class Config:
     create_timeout: float = 1800.0
     health_checks: bool = True
     allow_cmd: bool = False
+    local_root: str = os.path.join(USER_DIR, 'local')
     source: Optional[str] = None
     warnings: Tuple[str, ...] = ()
 
@@ -87,6 +88,7 @@ _FIELDS: Dict[Tuple[str, ...], Tuple[str, Any, str]] = {
                           and not isinstance(v, bool) and v > 0, 'a number of seconds > 0'),
     ('health_checks',): ('health_checks', lambda v: isinstance(v, bool), 'true or false'),
     ('allow_cmd',): ('allow_cmd', lambda v: isinstance(v, bool), 'true or false'),
+    ('local_root',): ('local_root', _is_text, 'a directory for the local backend\'s instances'),
 }
 _SECTIONS = {path[0] for path in _FIELDS if len(path) == 2}
 

@@ -79,6 +79,21 @@ class TemplateError(OccoError):
     """A template cannot be rendered (syntax error, refused helper, sandbox violation)."""
 
 
+class BuildError(OccoError):
+    """Node instances could not be created or made ready (each failure names its node)."""
+
+    def __init__(self, failures: list) -> None:
+        first = failures[0]
+        more = f' (and {len(failures) - 1} more failure(s))' if len(failures) > 1 else ''
+        super().__init__(f'{first}{more}')
+        self.failures = failures
+
+
+class TeardownError(OccoError):
+    """Some resources could not be dropped; they are still recorded so that a later
+    ``occopus-destroy`` can try again."""
+
+
 class Interrupted(OccoError):
     """The user interrupted the command (SIGINT/SIGTERM)."""
     exit_code = EXIT_INTERRUPTED

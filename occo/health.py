@@ -73,3 +73,91 @@ def templates(section: Mapping[str, Any]) -> Iterator[Tuple[Tuple[Any, ...], str
     """The Jinja templates of a ``health_check`` section (urls and mysqldbs fields)."""
     for key in ('urls', 'mysqldbs'):
         yield from string_leaves(section.get(key), (key,))
+
+
+# -- the checks ------------------------------------------------------------------------------
+
+PING_TIMEOUT = 1
+CONNECT_TIMEOUT = 2.0
+URL_TIMEOUT = 5.0
+
+
+class HealthCheckError(Exception):
+    """A check that can never pass as configured (e.g. ping is not installed)."""
+
+
+def check_instance(section: Mapping[str, Any], address: str, render: Any) -> Optional[str]:
+    """Run the checks of a ``health_check`` section against ``address``, lazily, in the
+    original's order (ping, ports, urls, mysqldbs).  Returns ``None`` if all pass, else why
+    the first one failed.  ``render(text)`` renders url and mysqldbs templates.
+
+    :raises HealthCheckError: if a check cannot run at all here.
+    """
+    if not address:
+        return 'the instance has no address yet'
+    if section.get('ping', True) and not _ping(address):
+        return f'no answer to ping from {address}'
+    for port in section.get('ports') or ():
+        reason = _port(address, port)
+        if reason:
+            return reason
+    for url in section.get('urls') or ():
+        reason = _url(render(url))
+        if reason:
+            return reason
+    for database in section.get('mysqldbs') or ():
+        reason = _mysql(address, {k: render(str(v)) for k, v in database.items()})
+        if reason:
+            return reason
+    return None
+
+
+def _ping(address: str) -> bool:
+    import subprocess
+    try:
+        result = subprocess.run(['ping', '-c', '1', '-W', str(PING_TIMEOUT), address],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, timeout=PING_TIMEOUT + 5)
+    except FileNotFoundError:
+        raise HealthCheckError('the ping health check needs the ping command, which is not '
+                               'installed here (Debian: apt-get install iputils-ping), or set '
+                               'health_check: {ping: false}') from None
+    except subprocess.TimeoutExpired:
+        return False
+    return result.returncode == 0
+
+
+def _port(address: str, port: int) -> Optional[str]:
+    import socket
+    try:
+        with socket.create_connection((address, port), timeout=CONNECT_TIMEOUT):
+            return None
+    except OSError as exc:
+        return f'port {port} of {address} is not open ({exc.strerror or exc})'
+
+
+def _url(url: str) -> Optional[str]:
+    import requests
+    try:
+        response = requests.get(url, timeout=URL_TIMEOUT, allow_redirects=True, stream=True)
+        response.close()
+    except requests.RequestException as exc:
+        return f'{url} does not answer ({type(exc).__name__})'
+    if not 200 <= response.status_code < 300:
+        return f'{url} answers HTTP {response.status_code}'
+    return None
+
+
+def _mysql(address: str, database: Mapping[str, str]) -> Optional[str]:
+    try:
+        import pymysql
+    except ImportError:
+        raise HealthCheckError('the mysqldbs health check needs PyMySQL '
+                               '(pip install "occopus[mysql]")') from None
+    try:
+        pymysql.connect(host=address, user=database['user'], password=database['pass'],
+                        database=database['name'], connect_timeout=int(CONNECT_TIMEOUT)).close()
+    except pymysql.MySQLError as exc:
+        code = exc.args[0] if exc.args else '?'
+        return f"database '{database['name']}' on {address} refuses a connection (MySQL error {code})"
+    return None

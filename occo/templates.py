@@ -1,7 +1,8 @@
 """Jinja2 in a sandbox, configured as the original Occopus used it.
 
-Lenient about undefined names (an unknown name renders as ''), no autoescaping, the final
-newline of a template dropped (Jinja's default, as the original).  The sandbox blocks access to
+Lenient about undefined names (an unknown name renders as ''), no autoescaping.  A whole-text
+template loses its final newline (Jinja's default, as the original); a value of a YAML template,
+rendered on its own, keeps its text exactly.  The sandbox blocks access to
 Python internals (``__class__``, ``__globals__``, ...).  The helper functions a template sees
 (``getip``, ``cmd``...) are given by the caller in the context; this module knows none of them.
 """
@@ -20,12 +21,12 @@ def _b64encode(value: Any) -> str:
 
 
 @lru_cache(maxsize=None)
-def environment() -> Any:
+def environment(keep_trailing_newline: bool = False) -> Any:
     """The shared sandboxed Jinja2 environment."""
     import jinja2
     from jinja2.sandbox import SandboxedEnvironment
     env = SandboxedEnvironment(undefined=jinja2.Undefined, autoescape=False,
-                               keep_trailing_newline=False)
+                               keep_trailing_newline=keep_trailing_newline)
     env.filters['b64encode'] = _b64encode
     return env
 
@@ -41,11 +42,12 @@ def syntax_error(text: str) -> Optional[Tuple[int, str]]:
 
 
 @lru_cache(maxsize=4096)
-def _compiled(text: str) -> Any:
-    return environment().from_string(text)
+def _compiled(text: str, keep_trailing_newline: bool) -> Any:
+    return environment(keep_trailing_newline).from_string(text)
 
 
-def render(text: str, context: Mapping[str, Any], *, what: str = 'template') -> str:
+def render(text: str, context: Mapping[str, Any], *, what: str = 'template',
+           keep_trailing_newline: bool = False) -> str:
     """Render ``text`` with ``context`` in the sandbox.
 
     :raises TemplateError: naming ``what`` and the template line, for a syntax error, a
@@ -54,7 +56,7 @@ def render(text: str, context: Mapping[str, Any], *, what: str = 'template') -> 
     import jinja2
     from jinja2.sandbox import SecurityError
     try:
-        return _compiled(text).render(**context)
+        return _compiled(text, keep_trailing_newline).render(**context)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f'{what}: template syntax error at line {exc.lineno}: {exc.message}') from None
     except SecurityError as exc:

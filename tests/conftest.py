@@ -8,6 +8,7 @@ user's own ``~/.occopus`` files are never read.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -51,8 +52,11 @@ class Occo:
         self.home = home
         self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith('OCCOPUS_')}
+        # Health checks are off unless a test turns them on: the dummy cloud hands out fake
+        # addresses that must never be contacted (local-backend addresses are loopback).
         self.env.update(HOME=str(home), USER=USER, LOGNAME=USER, OCCOPUS_REDIS_URL=redis_url,
-                        OCCOPUS_REDIS_PREFIX=self.prefix, PYTHONDONTWRITEBYTECODE='1')
+                        OCCOPUS_REDIS_PREFIX=self.prefix, OCCOPUS_HEALTH_CHECKS='0',
+                        PYTHONDONTWRITEBYTECODE='1')
 
     def command(self, name: str) -> List[str]:
         script = BIN / name
@@ -71,18 +75,46 @@ class Occo:
                               text=True, env=dict(self.env, **(env or {})), cwd=cwd or self.home,
                               timeout=timeout)
 
+    def popen(self, name: str, *args: str, env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
+        """Start an Occopus command without waiting (text output on pipes)."""
+        return subprocess.Popen(self.command(name) + [str(a) for a in args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=dict(self.env, **(env or {})),
+                                cwd=self.home)
+
+    def dummy_cloud(self, infra_id: Optional[str] = None) -> Dict[str, dict]:
+        """The dummy cloud's resources (of one infrastructure, if given)."""
+        resources = {k: json.loads(v) for k, v in self.redis.hgetall(f'{self.prefix}dummycloud').items()}
+        return {k: v for k, v in resources.items() if infra_id is None or v['infra_id'] == infra_id}
+
+    def infra_keys(self, infra_id: str) -> List[str]:
+        return [k for k in self.keys() if infra_id in k] + (
+            [f'registry:{infra_id}'] if self.redis.hexists(f'{self.prefix}infras', infra_id) else [])
+
     def keys(self) -> List[str]:
         return sorted(self.redis.scan_iter(match=f'{self.prefix}*', count=1000))
 
-    def snapshot(self) -> Dict[str, bytes]:
-        """Every key of the database with its serialised value."""
+    def snapshot(self) -> Dict[bytes, object]:
+        """Every key of the database with its content (compared by value: DUMP bytes change
+        when Redis rehashes a hash, even if nothing was written)."""
         raw = redis.Redis.from_url(self.redis_url)
-        return {key: raw.dump(key) for key in raw.scan_iter(count=1000)}
+        readers = {b'string': raw.get, b'hash': raw.hgetall, b'list': lambda k: raw.lrange(k, 0, -1),
+                   b'set': lambda k: sorted(raw.smembers(k)), b'stream': raw.xrange,
+                   b'zset': lambda k: raw.zrange(k, 0, -1, withscores=True)}
+        return {key: (kind, readers[kind](key)) for key in raw.scan_iter(count=1000)
+                for kind in [raw.type(key)]}
 
     def cleanup(self) -> None:
+        for pid in processes_of(self.prefix_marker()):
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
         keys = self.keys()
         if keys:
             self.redis.delete(*keys)
+
+    def prefix_marker(self) -> str:
+        return str(self.home)
 
 
 @pytest.fixture
@@ -92,6 +124,25 @@ def occo(redis_url: str, tmp_path: Path) -> Iterator[Occo]:
     instance = Occo(redis_url, home)
     yield instance
     instance.cleanup()
+
+
+def processes_of(marker: str) -> List[int]:
+    """Live (non-zombie) processes whose environment mentions ``marker`` (a local-backend
+    instance carries OCCOPUS_INFRA_ID, OCCOPUS_NODE_ROOT under the test's HOME, ...)."""
+    found = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f'/proc/{entry}/stat', 'rb') as stream:
+                if stream.read().rsplit(b')', 1)[1].split()[0] == b'Z':
+                    continue
+            with open(f'/proc/{entry}/environ', 'rb') as stream:
+                if marker.encode() in stream.read():
+                    found.append(int(entry))
+        except (OSError, IndexError):
+            continue
+    return found
 
 
 def write(folder: Path, files: Dict[str, str]) -> Path:

@@ -11,8 +11,9 @@ from conftest import BIN
 # Flags of each command from the usage page (reference/usage.rst), plus the original's extras.
 USAGE_FLAGS = {
     'occopus-build': ['-h', '--cfg', '--auth_data_path', '--parallelize', '--listips', 'infra_def',
-                      '-i', '--infra_id', '--dry-run'],
-    'occopus-destroy': ['-h', '--cfg', '--auth_data_path', '-i'],
+                      '-i', '--infra_id', '--dry-run', '--render', '--addresses', '--format',
+                      '--parallelism'],
+    'occopus-destroy': ['-h', '--cfg', '--auth_data_path', '-i', '--parallelize'],
     'occopus-manage': ['-h', '--cfg', '--auth_data_path', '-i', '-l', '--list', '-t', '-c',
                        '--cyclic', '-r', '--report', '--parallelize', '-o', '--output', '-f', '--filter'],
     'occopus-maintain': ['-h', '--cfg', '--auth_data_path', '-i', '-l', '--list', '-t', '-c',
@@ -40,12 +41,10 @@ def test_help_shows_the_usage_page_flags(occo, command):
 
 
 @pytest.mark.parametrize('command, args', [
-    ('occopus-destroy', ['-i', 'x']),
     ('occopus-manage', ['-l']),
     ('occopus-maintain', ['-i', 'x']),
     ('occopus-scale', ['-i', 'x', '-n', 'y', '-c', '1']),
     ('occopus-rest-service', []),
-    ('occopus-build', ['infra.yaml']),
 ])
 def test_unimplemented_commands_say_so_and_exit_2(occo, command, args):
     result = occo.run(command, *args)

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any, Dict, List, Optional
 
-from occo.cli.common import add_infra_id, make_parser, open_session, plural, run
-from occo.errors import NotImplementedYet
+from occo.cli.common import (add_infra_id, interrupt_on_sigterm, make_parser, open_session,
+                             plural, reporter, run)
+from occo.errors import UsageError
 
 PROG = 'occopus-build'
 
@@ -21,9 +23,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help='on exit it logs the list of node and ip addresses')
     add_infra_id(parser, required=False,
                  help='use INFRA_ID as the identifier; if it exists, update it to the description')
+    parser.add_argument('--parallelism', type=int, metavar='N',
+                        help='with --parallelize: at most N cloud calls at once (default: 10, or '
+                             'the configuration)')
     parser.add_argument('--dry-run', action='store_true',
                         help='check the description against the imported node definitions and '
                              'print the plan; nothing is created or stored')
+    parser.add_argument('--render', action='store_true',
+                        help="with --dry-run: print each node's rendered contextualisation instead "
+                             'of the plan')
+    parser.add_argument('--addresses', metavar='FILE',
+                        help='with --render: YAML file of node name -> address used by getip(), '
+                             'getprivip() and getipall() (default: 192.0.2.N for node N)')
+    parser.add_argument('--format', choices=('text', 'json'), default='text',
+                        help='output format of --dry-run and --render (default: text)')
     parser.add_argument('infra_def', help='file containing an infrastructure definition')
     return parser
 
@@ -54,13 +67,58 @@ def print_plan(dry: Any, given_id: bool = False) -> None:
           f'in {plural(len(graph.levels), "dependency level")}; the description is valid.')
 
 
+def print_listing(instances: Dict[str, List[Dict[str, Any]]], *, listips: bool) -> None:
+    """The original's node/instance/address tree, then (--listips) one `node address` line
+    per instance."""
+    print('List of nodes/instances/addresses:')
+    for node, records in instances.items():
+        print(f'{node}:')
+        for record in records:
+            print(f"  {record['node_id']}:")
+            for address in record.get('addresses') or []:
+                print(f'    {address}')
+    if listips:
+        for node, records in instances.items():
+            for record in records:
+                print(f"{node} {(record.get('addresses') or [''])[0]}")
+
+
+def print_rendered(nodes: List[Any], form: str) -> None:
+    if form == 'json':
+        print(json.dumps({node.node: node.text for node in nodes}, indent=2))
+        return
+    for node in nodes:
+        print(f'==> {node.node} (implementation #{node.implementation}, {node.resource_type}) <==')
+        print(node.text.rstrip('\n') if node.text else '(no user data)')
+
+
 def command(args: argparse.Namespace) -> int:
-    if not args.dry_run:
-        raise NotImplementedYet('building infrastructures is not implemented yet in this release; '
-                                'use --dry-run to check and plan one')
+    if (args.render or args.addresses) and not args.dry_run:
+        raise UsageError('--render and --addresses go with --dry-run')
+    if args.addresses and not args.render:
+        raise UsageError('--addresses goes with --render')
+    if args.parallelism is not None and args.parallelism < 1:
+        raise UsageError('--parallelism must be at least 1')
     session = open_session(PROG, args)
+    if not args.dry_run:
+        interrupt_on_sigterm()
+        result = session.build(args.infra_def, infra_id=args.infra_id,
+                               parallelize=True if args.parallelize else None,
+                               parallelism=args.parallelism, report=reporter(PROG))
+        print_listing(result.instances, listips=args.listips)
+        print(result.graph.infra_id)
+        return 0
+    if args.render:
+        from occo.api import load_addresses
+        addresses = load_addresses(args.addresses) if args.addresses else None
+        print_rendered(session.render(args.infra_def, args.infra_id, addresses), args.format)
+        return 0
     dry = session.dry_run(args.infra_def, infra_id=args.infra_id)
-    print_plan(dry, given_id=bool(args.infra_id))
+    if args.format == 'json':
+        print(json.dumps(dict(dry.plan.to_json(), levels=dry.graph.levels,
+                              edges=[vars(e) for e in dry.graph.edges]), indent=2))
+    else:
+        print_plan(dry, given_id=bool(args.infra_id))
     return 0
 
 

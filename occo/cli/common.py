@@ -68,6 +68,22 @@ def run(prog: str, parser: argparse.ArgumentParser, command: Callable[[argparse.
         return EXIT_ERROR
 
 
+def interrupt_on_sigterm() -> None:
+    """Treat SIGTERM like Ctrl+C, so that a killed command still cleans up after itself."""
+    import signal
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def reporter(prog: str) -> Callable[[str], None]:
+    """Progress lines on stderr, prefixed with the command's name."""
+    def report(message: str) -> None:
+        print(f'{prog}: {one_line(message)}', file=sys.stderr, flush=True)
+    return report
+
+
 def plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 

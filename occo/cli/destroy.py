@@ -5,8 +5,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from occo.cli.common import add_infra_id, make_parser, run
-from occo.errors import NotImplementedYet
+from occo.cli.common import add_infra_id, interrupt_on_sigterm, make_parser, open_session, reporter, run
 
 PROG = 'occopus-destroy'
 
@@ -15,11 +14,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(PROG, 'Destroys an infrastructure built previously by Occopus. All the '
                          'nodes are destroyed, no recovery is possible.')
     add_infra_id(parser, required=True, help='provides the identifier of the infrastructure to destroy')
+    parser.add_argument('--parallelize', action='store_true',
+                        help='drop the instances of a dependency level in parallel (default: '
+                             'sequential, or the configuration)')
     return parser
 
 
 def command(args: argparse.Namespace) -> int:
-    raise NotImplementedYet('destroying infrastructures is not implemented yet in this release')
+    session = open_session(PROG, args)
+    interrupt_on_sigterm()
+    count = session.destroy(args.infra_id, parallelize=True if args.parallelize else None,
+                            report=reporter(PROG))
+    print(f'Destroyed infrastructure {args.infra_id} ({count} instance{"s" if count != 1 else ""})')
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:

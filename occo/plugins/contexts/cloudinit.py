@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Iterator, Mapping, Optional
 
+from occo.errors import TemplateError
 from occo.plugins.base import string_leaves
-from occo.plugins.contexts.base import Context, Template
+from occo.plugins.contexts.base import Context, Render, RenderedContext, Template, render_tree
 from occo.schema import KeySchema, Problem, type_name
 
 CLOUD_CONFIG_HEADER = '#cloud-config'
@@ -40,3 +41,31 @@ class CloudInitContext(Context):
         # text, where a quote in a value or in a Jinja expression could corrupt it).
         yield from string_leaves(section['context_template'], ('context_template',))
         yield from string_leaves(section.get('attributes'), ('attributes',))
+
+    @classmethod
+    def render(cls, section: Optional[Mapping[str, Any]], render: Render) -> RenderedContext:
+        template = section['context_template']
+        if isinstance(template, Mapping):
+            text = cloud_config_text(render_tree(template, render, 'context_template'))
+        else:
+            text = render(template, 'context_template', whole_text=True)
+            check_cloud_config(text)
+        attributes = render_tree(section.get('attributes') or {}, render, 'attributes')
+        return RenderedContext(cls.type, user_data=text, attributes=attributes)
+
+
+def check_cloud_config(text: str) -> None:
+    """:raises TemplateError: if ``text`` says it is a cloud-config but is not valid YAML."""
+    if not text.lstrip().startswith(CLOUD_CONFIG_HEADER):
+        return
+    import yaml
+    try:
+        yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f' at line {mark.line + 1}' if mark else ''
+        raise TemplateError(f'context_template: the rendered cloud-config is not valid YAML{line}: '
+                            f'{exc.problem or exc.context} (fix the template so that it renders '
+                            'to YAML)') from None
+    except yaml.YAMLError as exc:
+        raise TemplateError(f'context_template: the rendered cloud-config is not valid YAML: {exc}') from None

@@ -1,10 +1,11 @@
 """Environment and command of a container (docker, azure_aci)."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Mapping, Optional
+from typing import Any, Dict, Iterable, Iterator, Mapping, Optional
 
+from occo.errors import TemplateError
 from occo.plugins.base import string_leaves
-from occo.plugins.contexts.base import Context, Template
+from occo.plugins.contexts.base import Context, Render, RenderedContext, Template, render_tree
 from occo.schema import KeySchema, Problem, expect_list, type_name
 
 
@@ -27,3 +28,24 @@ class DockerContext(Context):
     def templates(cls, section: Mapping[str, Any]) -> Iterator[Template]:
         for key in ('env', 'command', 'context_variables'):
             yield from string_leaves(section.get(key), (key,))
+
+    @classmethod
+    def render(cls, section: Optional[Mapping[str, Any]], render: Render) -> RenderedContext:
+        extra: Dict[str, Any] = {}
+        variables = section.get('context_variables')
+        if variables is not None:
+            import yaml
+            text = render_tree(variables, render, 'context_variables')
+            try:
+                loaded = yaml.safe_load(text) if isinstance(text, str) else text
+            except yaml.YAMLError as exc:
+                raise TemplateError(f'context_variables: rendered text is not YAML: {exc}') from None
+            if not isinstance(loaded, Mapping):
+                raise TemplateError('context_variables must render to a mapping of names to values')
+            extra = dict(loaded)
+
+        def render_with(text: str, what: str) -> str:
+            return render(text, what, extra)
+        env = render_tree(section.get('env') or [], render_with, 'env')
+        command = render_tree(section.get('command'), render_with, 'command')
+        return RenderedContext(cls.type, env=env, command=command)

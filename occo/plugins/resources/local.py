@@ -1,14 +1,47 @@
-"""Node instances as process groups on this machine, each with its own loopback address."""
+"""Node instances as process groups on this machine, each with its own loopback address.
+
+The embedded backend that lets a new user try Occopus with no cloud.  Each instance gets an
+address from 127.0.0.0/8 (never 127.0.0.1, unique among live instances; or ``address:`` in the
+resource) and a folder of its own (``<local_root>/<infra_id>/<node_id>``).  Its cloud-init user
+data is applied there: ``write_files`` under the folder (absolute paths mapped inside it) and
+``runcmd`` run by ``/bin/sh`` in the folder, in a new process group, with ``OCCOPUS_NODE_ROOT``,
+``OCCOPUS_NODE_IP``, ``OCCOPUS_NODE_ID`` and ``OCCOPUS_INFRA_ID`` set.  Background processes it
+starts keep running, as services on a VM do.  Other cloud-config keys are logged as ignored.
+
+State: pending while runcmd runs, running once it has finished (and while the instance
+exists), failed if a runcmd step exits non-zero.  Drop kills every process of the instance
+(found by process group and by the OCCOPUS_NODE_ID in its environment) and removes the folder.
+The registry of instances is the Redis hash ``<prefix>localcloud``.
+"""
 from __future__ import annotations
 
+import base64
+import gzip
 import ipaddress
-from typing import Any, Iterable, Mapping, Optional
+import json
+import os
+import random
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
-from occo.plugins.resources.base import ResourceHandler, resource_keys
+from occo.errors import OccoError
+from occo.plugins.resources.base import (
+    FAILED, PENDING, RUNNING, SHUTDOWN, CreateRequest, Created, ResourceHandler, ResourceStatus,
+    resource_keys)
 from occo.schema import Problem, is_template
+from occo.store import localcloud_addresses_key, localcloud_key
 
 LOOPBACK = ipaddress.ip_network('127.0.0.0/8')
 RESERVED = ipaddress.ip_address('127.0.0.1')
+APPLIED_KEYS = ('write_files', 'runcmd')
+STATUS_FILE = os.path.join('.occopus', 'status')
+KILL_GRACE = 3.0
+KEPT_ENVIRONMENT = ('PATH', 'LANG', 'LC_ALL', 'TZ', 'TMPDIR')
 
 
 class LocalHandler(ResourceHandler):
@@ -27,3 +60,228 @@ class LocalHandler(ResourceHandler):
             if ip is None or ip not in LOOPBACK or ip == RESERVED:
                 yield Problem(f"'address' must be a loopback address in 127.0.0.0/8 other than "
                               f"127.0.0.1, got {address!r}", ('address',))
+
+    def __init__(self, ctx: Any) -> None:
+        super().__init__(ctx)
+        self.key = localcloud_key(ctx.prefix)
+        self.addresses_key = localcloud_addresses_key(ctx.prefix)
+        self.root = os.path.abspath(os.path.expanduser(ctx.config.local_root))
+
+    # -- create ----------------------------------------------------------------------------
+
+    def create(self, request: CreateRequest) -> Created:
+        resource_id = f'local-{uuid.uuid4().hex}'
+        address = self._allocate(request.resource.get('address'))
+        root = os.path.join(self.root, request.infra_id, request.node_id)
+        record = {'state': 'creating', 'infra_id': request.infra_id, 'node_id': request.node_id,
+                  'node': request.node, 'address': address, 'root': root, 'pgid': None,
+                  'created_at': round(time.time(), 3)}
+        # Registered before anything runs, so a killed build never leaves an untraceable instance.
+        self.ctx.redis.hset(self.key, resource_id, json.dumps(record))
+        try:
+            steps = self._prepare(root, request)
+            record['pgid'] = self._start(root, address, request, steps)
+        except BaseException:
+            self._remove(resource_id, record)
+            raise
+        record['state'] = 'started'
+        self.ctx.redis.hset(self.key, resource_id, json.dumps(record))
+        return Created(resource_id, [address], address, {'root': root})
+
+    def _allocate(self, wanted: Optional[str]) -> str:
+        if wanted:
+            if not self.ctx.redis.sadd(self.addresses_key, wanted):
+                raise OccoError(f'address {wanted} is already used by another local instance')
+            return str(wanted)
+        for _ in range(1000):
+            candidate = (f'127.{random.randint(1, 254)}.{random.randint(0, 255)}.'
+                         f'{random.randint(1, 254)}')
+            if self.ctx.redis.sadd(self.addresses_key, candidate):
+                return candidate
+        raise OccoError('no free loopback address found for a local instance')
+
+    def _prepare(self, root: str, request: CreateRequest) -> List[str]:
+        """Create the folder, apply write_files; returns the runcmd steps as shell commands."""
+        os.makedirs(os.path.join(root, '.occopus'), exist_ok=False)
+        context = request.context
+        text = getattr(context, 'user_data', None) or ''
+        with open(os.path.join(root, '.occopus', 'user-data'), 'w', encoding='utf-8') as stream:
+            stream.write(text)
+        if text.startswith('#!'):  # a user-data script, as cloud-init runs it
+            script = os.path.join(root, '.occopus', 'user-data')
+            os.chmod(script, 0o755)
+            return [shlex.quote(script)]
+        if not text.lstrip().startswith('#cloud-config'):
+            if text.strip():
+                self.ctx.log.warning(f"local: node '{request.node}': user data is neither "
+                                     'cloud-config nor a script; nothing of it is applied')
+            return []
+        import yaml
+        config = yaml.safe_load(text) or {}
+        if not isinstance(config, Mapping):
+            raise OccoError(f"node '{request.node}': the cloud-config is not a mapping")
+        ignored = sorted(str(k) for k in config if k not in APPLIED_KEYS)
+        if ignored:
+            self.ctx.log.warning(f"local: node '{request.node}': cloud-config keys ignored by the "
+                                 f"local backend: {', '.join(ignored)}")
+        for entry in config.get('write_files') or []:
+            self._write_file(root, entry, request.node)
+        steps = []
+        for step in config.get('runcmd') or []:
+            steps.append(shlex.join(str(part) for part in step) if isinstance(step, list) else str(step))
+        return steps
+
+    @staticmethod
+    def _write_file(root: str, entry: Mapping[str, Any], node: str) -> None:
+        if not isinstance(entry, Mapping) or not entry.get('path'):
+            raise OccoError(f"node '{node}': every write_files entry needs a path")
+        target = os.path.normpath(os.path.join(root, str(entry['path']).lstrip('/')))
+        if os.path.commonpath([target, root]) != root:
+            raise OccoError(f"node '{node}': write_files path {entry['path']!r} leaves the instance folder")
+        content = entry.get('content', '')
+        data = content.encode('utf-8') if isinstance(content, str) else bytes(str(content), 'utf-8')
+        encoding = str(entry.get('encoding', '')).lower()
+        if encoding in ('b64', 'base64', 'gz+b64', 'gz+base64', 'gzip+b64', 'gzip+base64'):
+            data = base64.b64decode(data)
+        if encoding.startswith(('gz', 'gzip')):
+            data = gzip.decompress(data)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, 'ab' if entry.get('append') else 'wb') as stream:
+            stream.write(data)
+        if entry.get('permissions') is not None:
+            permissions = entry['permissions']
+            os.chmod(target, int(str(permissions), 8) if isinstance(permissions, str) else int(permissions))
+
+    def _start(self, root: str, address: str, request: CreateRequest, steps: List[str]) -> int:
+        status = os.path.join(root, STATUS_FILE)
+        lines = ['#!/bin/sh',
+                 f'# runcmd of node {request.node}, instance {request.node_id} (written by Occopus)',
+                 'cd "$OCCOPUS_NODE_ROOT" || exit 1',
+                 f'status={shlex.quote(status)}',
+                 'step() {',
+                 '    /bin/sh -c "$2"; rc=$?',
+                 '    if [ $rc -ne 0 ]; then',
+                 '        echo "runcmd step $1 exited with $rc: $2" > "$status"; exit $rc',
+                 '    fi',
+                 '}']
+        lines += [f'step {number} {shlex.quote(step)}' for number, step in enumerate(steps, 1)]
+        lines.append(f'echo {RUNNING} > "$status"')
+        script = os.path.join(root, '.occopus', 'runcmd.sh')
+        with open(script, 'w', encoding='utf-8') as stream:
+            stream.write('\n'.join(lines) + '\n')
+        with open(status, 'w', encoding='utf-8') as stream:
+            stream.write(PENDING + '\n')
+        env = {k: os.environ[k] for k in KEPT_ENVIRONMENT if k in os.environ}
+        env.update(HOME=root, OCCOPUS_NODE_ROOT=root, OCCOPUS_NODE_IP=address,
+                   OCCOPUS_NODE_ID=request.node_id, OCCOPUS_INFRA_ID=request.infra_id,
+                   OCCOPUS_NODE_NAME=request.node)
+        with open(os.path.join(root, '.occopus', 'output.log'), 'ab') as log:
+            process = subprocess.Popen(['/bin/sh', script], cwd=root, env=env,
+                                       stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        return process.pid
+
+    # -- state -----------------------------------------------------------------------------
+
+    def states(self, records: Sequence[Mapping[str, Any]]) -> Dict[str, ResourceStatus]:
+        ids = [r['instance_id'] for r in records]
+        values = self.ctx.redis.hmget(self.key, ids) if ids else []
+        result = {}
+        for record, value in zip(records, values):
+            result[record['node_id']] = self._state(record, json.loads(value) if value else None)
+        return result
+
+    @staticmethod
+    def _state(record: Mapping[str, Any], local: Optional[Mapping[str, Any]]) -> ResourceStatus:
+        if local is None:
+            return ResourceStatus(SHUTDOWN, reason=f"no local instance {record['instance_id']}")
+        addresses = [local['address']]
+        try:
+            with open(os.path.join(local['root'], STATUS_FILE), encoding='utf-8') as stream:
+                status = stream.read().strip()
+        except OSError:
+            return ResourceStatus(SHUTDOWN, addresses, local['address'],
+                                  f"the folder of the instance is gone ({local['root']})")
+        if status == RUNNING:
+            return ResourceStatus(RUNNING, addresses, local['address'])
+        if status == PENDING:
+            return ResourceStatus(PENDING, addresses, local['address'])
+        return ResourceStatus(FAILED, addresses, local['address'], status)
+
+    # -- drop ------------------------------------------------------------------------------
+
+    def drop(self, record: Mapping[str, Any]) -> None:
+        resource_id = record.get('instance_id')
+        value = self.ctx.redis.hget(self.key, resource_id) if resource_id else None
+        local = json.loads(value) if value else {'node_id': record.get('node_id')}
+        self._remove(resource_id, local)
+
+    def _remove(self, resource_id: Optional[str], local: Mapping[str, Any]) -> None:
+        kill_instance(local.get('pgid'), local.get('node_id'))
+        if local.get('root'):
+            shutil.rmtree(local['root'], ignore_errors=True)
+            parent = os.path.dirname(local['root'])
+            try:
+                os.rmdir(parent)  # the infrastructure's folder, once its last instance is gone
+            except OSError:
+                pass
+        pipe = self.ctx.redis.pipeline(transaction=False)
+        if local.get('address'):
+            pipe.srem(self.addresses_key, local['address'])
+        if resource_id:
+            pipe.hdel(self.key, resource_id)
+        pipe.execute()
+
+    def find(self, infra_id: str) -> List[Dict[str, Any]]:
+        found = []
+        for resource_id, value in self.ctx.redis.hscan_iter(self.key, count=1000):
+            local = json.loads(value)
+            if local.get('infra_id') == infra_id:
+                found.append({'instance_id': resource_id, 'node_id': local.get('node_id'),
+                              'node': local.get('node')})
+        return found
+
+
+# -- processes -------------------------------------------------------------------------------
+
+def instance_processes(node_id: Optional[str], pgid: Optional[int] = None) -> List[int]:
+    """Live processes of an instance: its process group, and any process carrying its
+    OCCOPUS_NODE_ID (a daemon that left the group still has it in its environment)."""
+    marker = f'OCCOPUS_NODE_ID={node_id}'.encode() if node_id else None
+    found = []
+    for entry in os.listdir('/proc') if os.path.isdir('/proc') else ():
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        pid = int(entry)
+        try:
+            with open(f'/proc/{entry}/stat', 'rb') as stream:
+                fields = stream.read().rsplit(b')', 1)[1].split()
+            if fields[0] == b'Z':
+                continue
+            in_group = pgid is not None and int(fields[2]) == pgid
+            if not in_group and marker is not None:
+                with open(f'/proc/{entry}/environ', 'rb') as stream:
+                    in_group = marker in stream.read().split(b'\0')
+        except (OSError, IndexError, ValueError):
+            continue
+        if in_group:
+            found.append(pid)
+    return found
+
+
+def kill_instance(pgid: Optional[int], node_id: Optional[str]) -> None:
+    """Stop every process of an instance: SIGTERM, then SIGKILL what is left after a grace."""
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, 1.0)):
+        pids = instance_processes(node_id, pgid)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not instance_processes(node_id, pgid):  # zombies count as gone
+                return
+            time.sleep(0.05)

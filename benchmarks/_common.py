@@ -1,0 +1,91 @@
+"""Shared by the benchmark scripts: a private Redis, generated dummy infrastructures, and
+running a command while measuring wall time, CPU, peak memory and Redis commands."""
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from occo.localredis import RedisServer  # noqa: E402
+
+BIN = Path(sys.executable).parent
+
+
+def command(name: str) -> str:
+    path = BIN / name
+    if not path.exists():
+        sys.exit(f'{name} is not installed next to {sys.executable} (run `make install`)')
+    return str(path)
+
+
+def write_dummy_infra(folder: Path, nodes: int, levels: int, boot_time: float) -> Path:
+    """N dummy nodes in L dependency levels: node i sits in level i % L and depends on node
+    i - 1 of the level before, so the critical path is L x boot_time."""
+    (folder / 'nodes.yaml').write_text(
+        "'node_def:bench_node':\n"
+        f'  - resource: {{type: dummy, boot_time: {boot_time}}}\n'
+        '    health_check: {ping: false}\n')
+    lines = ['infra_name: bench', 'user_id: bench@example.com', 'nodes:']
+    lines += [f'  - {{name: n{i}, type: bench_node}}' for i in range(nodes)]
+    deps = [f'  - [n{i}, n{i - 1}]' for i in range(nodes) if i % levels]
+    if deps:
+        lines += ['dependencies:'] + deps
+    (folder / 'infra.yaml').write_text('\n'.join(lines) + '\n')
+    return folder
+
+
+class Bench:
+    """A private redis-server and an environment that points the commands at it."""
+
+    def __init__(self) -> None:
+        self.server = RedisServer()
+        self.folder = Path(tempfile.mkdtemp(prefix='occo-bench-'))
+
+    def __enter__(self) -> 'Bench':
+        url = self.server.start()
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith('OCCOPUS_')}
+        self.env.update(OCCOPUS_REDIS_URL=url, OCCOPUS_HEALTH_CHECKS='0',
+                        HOME=str(self.folder))
+        import redis
+        self.redis = redis.Redis.from_url(url, decode_responses=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.stop()
+
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(list(args), env=self.env, capture_output=True, text=True)
+
+    def measure(self, *args: str) -> Dict[str, object]:
+        """Run a command; wall time, CPU seconds, peak RSS and Redis commands it caused."""
+        self.redis.config_resetstat()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        result = self.run(*args)
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        stats = self.redis.info('commandstats')
+        # our own INFO and CONFIG calls are not the command's
+        commands = sum(v['calls'] for k, v in stats.items() if k not in ('cmdstat_info', 'cmdstat_config|resetstat'))
+        return {'exit_code': result.returncode, 'stdout': result.stdout, 'stderr': result.stderr,
+                'wall_s': wall, 'redis_commands': commands,
+                'cpu_s': (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+                'peak_rss_mb': after.ru_maxrss / 1024}
+
+
+def arguments(argv: Optional[List[str]] = None) -> Dict[str, float]:
+    import argparse
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--nodes', type=int, default=100)
+    parser.add_argument('--levels', type=int, default=5)
+    parser.add_argument('--boot-time', type=float, default=0.0)
+    parser.add_argument('--parallelism', type=int, default=10)
+    return vars(parser.parse_args(argv))

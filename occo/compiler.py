@@ -173,14 +173,17 @@ def _infer_edges(graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition], fail
         literal: Set[str] = set()    # getip('x') anywhere, including branches not taken
         for index in node.candidates:
             impl = nodedef.implementations[index]
+            texts = [text for section, _, text in implementation_templates(impl)
+                     if section != 'health_check'  # rendered with the instance's own address only
+                     and ('{{' in text or '{%' in text)]
+            if not texts:
+                continue
             recorder = _Recorder()
             context = template_context(
                 infra_id='<infra_id>', infra_name=graph.infra_name, user_id=graph.user_id, node=node,
                 node_id='<node_id>', implementation=impl, mappings=graph.mappings(node.name),
                 helpers=recorder.helpers())
-            for section, path, text in implementation_templates(impl):
-                if section == 'health_check':
-                    continue  # rendered with the instance's own address only
+            for text in texts:
                 for names in templates.constant_calls(text, ADDRESS_HELPERS).values():
                     literal |= names
                 try:

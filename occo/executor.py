@@ -35,6 +35,8 @@ from occo.store import event
 MIN_POLL = 0.1
 MAX_POLL = 10.0
 HEALTH_POOL = 32
+TELL_CHANGED = 5.0
+TELL_SAME = 30.0
 Report = Callable[[str], None]
 
 
@@ -106,6 +108,8 @@ class _Waiter:
     health_failing_since: Optional[float] = None
     last_reason: str = 'the resource is still pending'
     checking: Optional[Future] = None
+    told: str = ''
+    told_at: float = 0.0
 
 
 class Executor:
@@ -184,8 +188,8 @@ class Executor:
                     record, self.runtime.handler(record['resource_type']), started=now,
                     deadline=now + timeout, timeout=timeout, next_poll=now,
                     health_check=record.get('health_check') or {})
-                self.report(f"{node}/{node_id[:8]}: created {record['instance_id']}; "
-                            'waiting for it to become ready')
+                self.report(f"{node}/{node_id[:8]}: created {record['instance_id']} on "
+                            f"{record['resource_type']}; waiting for it to become ready")
 
             def finish(waiter: _Waiter, reason: Optional[str]) -> None:
                 record = waiter.record
@@ -221,6 +225,7 @@ class Executor:
                     continue
                 waiter.health_failing_since = waiter.health_failing_since or now
                 waiter.last_reason = f'health check: {reason}'
+                self._tell(waiter, now)
                 failing = now - waiter.health_failing_since
                 limit = waiter.health_check.get('timeout', health.DEFAULT_TIMEOUT)
                 if failing >= limit:
@@ -255,6 +260,7 @@ class Executor:
                     else:
                         waiter.last_reason = (f'the resource is {status.state}'
                                               + (f': {status.reason}' if status.reason else ''))
+                        self._tell(waiter, now)
                         waiter.next_poll = next_poll(now, waiter.started)
 
             for waiter in [w for w in waiting.values() if now >= w.deadline]:
@@ -270,6 +276,16 @@ class Executor:
         if failures:
             raise BuildError(failures)
         return ready
+
+    def _tell(self, waiter: _Waiter, now: float) -> None:
+        """Say why an instance is still not ready: when the reason changes (at most every
+        TELL_CHANGED seconds) and every TELL_SAME seconds if it does not."""
+        since = now - (waiter.told_at or waiter.started)
+        if (waiter.last_reason != waiter.told and since >= TELL_CHANGED) or since >= TELL_SAME:
+            record = waiter.record
+            self.report(f"{record['node']}/{record['node_id'][:8]}: still waiting after "
+                        f'{now - waiter.started:.0f} s: {waiter.last_reason}')
+            waiter.told, waiter.told_at = waiter.last_reason, now
 
     def _launchable(self, queue: deque, unready: Counter, launched: Mapping[Future, Any],
                     waiting: Mapping[str, _Waiter]) -> List[Any]:
@@ -322,7 +338,6 @@ class Executor:
             'private_address': None, 'created_at': round(time.time(), 3),
         }
         self.store.put_instances(self.infra_id, [record])
-        self.report(f'{node}/{node_id[:8]}: creating on {resolved.resource_type}')
         created = handler.create(CreateRequest(
             infra_id=self.infra_id, infra_name=self.graph.infra_name, node=node, node_id=node_id,
             resource=resolved.resource, context=resolved.context))

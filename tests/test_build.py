@@ -290,9 +290,9 @@ def test_sequential_build_makes_one_instance_at_a_time_in_order(occo, tmp_path):
     import_ok(occo, folder / 'nodes.yaml')
     result = occo.run('occopus-build', '-i', 'seq', folder / 'infra.yaml')
     built_id(result)
-    steps = re.findall(r'(n\d)/\w+: (creating|ready)', result.stderr)
+    steps = re.findall(r'(n\d)/\w+: (created|ready)', result.stderr)
     # levels: [n0 n2 n4] then [n1 n3 n5]; each instance ready before the next is created
-    assert steps == [(n, s) for n in ('n0', 'n2', 'n4', 'n1', 'n3', 'n5') for s in ('creating', 'ready')]
+    assert steps == [(n, s) for n in ('n0', 'n2', 'n4', 'n1', 'n3', 'n5') for s in ('created', 'ready')]
     assert occo.run('occopus-destroy', '-i', 'seq').returncode == 0
 
 
@@ -307,7 +307,7 @@ def test_parallel_build_starts_a_node_when_its_own_dependencies_are_ready(occo, 
     import_ok(occo, tmp_path / 'nodes.yaml')
     result = occo.run('occopus-build', '--parallelize', '-i', 'nobarrier', tmp_path / 'infra.yaml')
     built_id(result)
-    order = re.findall(r'^occopus-build: (\w)/\w+: (creating|ready)', result.stderr, re.M)
+    order = re.findall(r'^occopus-build: (\w)/\w+: (created|ready)', result.stderr, re.M)
     assert order.index(('d', 'ready')) < order.index(('a', 'ready'))
     assert occo.run('occopus-destroy', '-i', 'nobarrier', '--parallelize').returncode == 0
     assert_gone(occo, 'nobarrier')

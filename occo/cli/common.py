@@ -80,7 +80,7 @@ def interrupt_on_sigterm() -> None:
 def reporter(prog: str) -> Callable[[str], None]:
     """Progress lines on stderr, prefixed with the command's name."""
     def report(message: str) -> None:
-        print(f'{prog}: {one_line(message)}', file=sys.stderr, flush=True)
+        print(f'{prog}: {one_line(message)}', file=sys.stderr)
     return report
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -17,12 +18,15 @@ from occo.compiler import InfraGraph, compile_infra
 from occo.config import AuthData, Config
 from occo.descriptions.infra import InfraDescription, load_infra_description
 from occo.descriptions.nodedefs import NodeDefinition, load_node_definitions
-from occo.errors import DescriptionError, NotImplementedYet, OccoError, TeardownError, UsageError
-from occo.executor import Executor, Failure, uninterruptible
-from occo.planner import Plan, make_plan
+from occo.errors import (BuildError, DescriptionError, LeaseHeld, OccoError, TeardownError,
+                         UsageError)
+from occo.executor import Executor, Failure, describe_error, uninterruptible
+from occo.leases import held
+from occo.maintenance import PassResult, observe, run_pass
+from occo.planner import DOWN, SET, UP, Plan, apply_requests, make_plan
 from occo.resolution import Address, AddressBook, Resolver
 from occo.runtime import Runtime
-from occo.store import Store
+from occo.store import WHO, Store, event
 
 
 @dataclass
@@ -90,6 +94,7 @@ class DryRun:
 
 
 Warn = Callable[[str], None]
+PlanHook = Callable[[Plan, InfraGraph], None]
 INFRA_ID = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$')
 
 
@@ -184,10 +189,25 @@ class Occopus:
 
         Reads the node definitions; writes nothing and calls no cloud.
         """
+        if infra_id is not None:
+            check_infra_id(infra_id)
         graph, nodedefs = self.compile(self.load_description(path), infra_id)
-        resources = {name: [impl.resource for impl in nodedefs[node.type].implementations]
-                     for name, node in graph.nodes.items()}
-        return DryRun(graph=graph, plan=make_plan(graph, resources))
+        state = self.store.load(graph.infra_id) if infra_id else None
+        if state is None:
+            return DryRun(graph=graph, plan=make_plan(graph, resources_of(graph, nodedefs)))
+        # An update of a live infrastructure: what one pass would do, from the records alone.
+        verdicts = {k: r.get('error') or 'it failed' for k, r in state['instances'].items()
+                    if r.get('state') == 'failed'}
+        alive: Dict[str, List[Dict[str, Any]]] = {}
+        for key, record in state['instances'].items():
+            if key not in verdicts:
+                alive.setdefault(record.get('node', ''), []).append(record)
+        scaling = apply_requests(graph, state['targets'], state['requests'], alive)
+        for warning in scaling.warnings:
+            self.warn(warning)
+        plan = make_plan(graph, resources_of(graph, nodedefs), state['instances'], scaling.targets,
+                         verdicts=verdicts, selected=scaling.selected)
+        return DryRun(graph=graph, plan=plan)
 
     def render(self, path: str, infra_id: Optional[str] = None,
                addresses: Optional[Mapping[str, Any]] = None) -> List[RenderedNode]:
@@ -213,12 +233,11 @@ class Occopus:
 
     # -- build and destroy -------------------------------------------------------------------
 
-    def _runtime(self) -> Runtime:
-        return Runtime(self.config, self.auth, self.store, self.warn)
-
-    def _executor(self, runtime: Runtime, graph: InfraGraph, nodedefs: Mapping[str, Any],
+    def _executor(self, store: Store, graph: InfraGraph, nodedefs: Mapping[str, Any],
                   parallelize: Optional[bool], parallelism: Optional[int], report: Warn,
                   records: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Executor:
+        """An executor for ``graph`` writing through ``store`` (fenced under a lease); the
+        address book starts with the ready instances among ``records``."""
         book = AddressBook(graph.order)
         book.warn = self.warn
         for record in sorted((records or {}).values(), key=lambda r: r.get('created_at') or 0):
@@ -227,14 +246,18 @@ class Occopus:
                                                  record.get('private_address')))
         resolver = Resolver(graph, nodedefs, book, allow_cmd=self.config.allow_cmd)
         parallel = self.config.parallelize if parallelize is None else parallelize
+        runtime = Runtime(self.config, self.auth, store, self.warn)
         return Executor(runtime, graph, resolver, parallel=parallel,
                         parallelism=parallelism or self.config.parallelism, report=report)
 
     def build(self, path: str, *, infra_id: Optional[str] = None,
               parallelize: Optional[bool] = None, parallelism: Optional[int] = None,
-              report: Optional[Warn] = None) -> BuildResult:
+              report: Optional[Warn] = None, on_plan: Optional[PlanHook] = None
+              ) -> BuildResult:
         """Build the infrastructure described in ``path``: every node in dependency order,
-        each instance waited for until it is ready.
+        each instance waited for until it is ready.  If ``infra_id`` names an existing
+        infrastructure, apply the changed description to it instead (see :meth:`update`;
+        ``on_plan(plan, graph)`` then sees the plan before it is carried out).
 
         Transactional: on any error or interrupt (KeyboardInterrupt, which the CLI also raises
         for SIGTERM) every resource created is dropped, dependents first, and the
@@ -243,69 +266,306 @@ class Occopus:
         report = report or self.warn
         if infra_id is not None:
             check_infra_id(infra_id)
+            if self.store.infra(infra_id) is not None:
+                return self.update(path, infra_id, parallelize=parallelize,
+                                   parallelism=parallelism, report=report, on_plan=on_plan)
         graph, nodedefs = self.compile(self.load_description(path), infra_id)
-        if self.store.infra(graph.infra_id) is not None:
-            raise NotImplementedYet(f'infrastructure {graph.infra_id} already exists; updating an '
-                                    'existing infrastructure is not implemented in this release')
         now = round(time.time(), 3)
         summary = {'name': graph.infra_name, 'namespace': self.config.namespace,
                    'user_id': graph.user_id, 'created_at': now, 'state': 'building'}
-        record = {'infra_id': graph.infra_id, 'namespace': self.config.namespace,
-                  'created_at': now, 'source': path, 'graph': graph.to_json(),
-                  'nodedefs': {name: d.to_json() for name, d in nodedefs.items()}}
         targets = {name: node.scaling.min for name, node in graph.nodes.items()}
-        if not self.store.create_infra(graph.infra_id, record, summary, targets):
+        if not self.store.create_infra(graph.infra_id, self._record(graph, nodedefs, path, now),
+                                       summary, targets):
             raise OccoError(f'infrastructure {graph.infra_id} already exists')
         report(f'Submitted infrastructure: {graph.infra_id}')
-        runtime = self._runtime()
-        executor = self._executor(runtime, graph, nodedefs, parallelize, parallelism, report)
-        resources = {name: [impl.resource for impl in nodedefs[node.type].implementations]
-                     for name, node in graph.nodes.items()}
-        plan = make_plan(graph, resources)
-        try:
-            executor.create_all(plan.creates)
-        except BaseException as exc:
-            report('Interrupted: tearing down what was built, then exiting'
-                   if not isinstance(exc, Exception) else
-                   f'Error occurred ({exc}), tearing down the infrastructure')
-            with uninterruptible(report):
-                self._tear_down(executor, graph, report)
-            report('The partially built infrastructure has been torn down.')
-            raise
-        self.store.set_infra_state(graph.infra_id, 'ready', summary)
-        return BuildResult(graph, group_instances(graph, self.store.instances(graph.infra_id)))
+        plan = make_plan(graph, resources_of(graph, nodedefs))
+        with held(self.store, graph.infra_id, self.config.lease_ttl) as store:
+            executor = self._executor(store, graph, nodedefs, parallelize, parallelism, report)
+            try:
+                executor.create_all(plan.creates)
+            except BaseException as exc:
+                report('Interrupted: tearing down what was built, then exiting'
+                       if not isinstance(exc, Exception) else
+                       f'Error occurred ({exc}), tearing down the infrastructure')
+                with uninterruptible(report):
+                    self._tear_down(executor, report)
+                report('The partially built infrastructure has been torn down.')
+                raise
+            store.set_infra_state(graph.infra_id, 'ready', dict(summary, **counts(plan)))
+            return BuildResult(graph, group_instances(graph, store.instances(graph.infra_id)))
 
-    def _tear_down(self, executor: Executor, graph: InfraGraph, report: Warn) -> None:
+    def _record(self, graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition], source: str,
+                created_at: float) -> Dict[str, Any]:
+        return {'infra_id': graph.infra_id, 'namespace': self.config.namespace,
+                'created_at': created_at, 'updated_at': round(time.time(), 3), 'source': source,
+                'graph': graph.to_json(),
+                'nodedefs': {name: d.to_json() for name, d in nodedefs.items()}}
+
+    def update(self, path: str, infra_id: str, *, parallelize: Optional[bool] = None,
+               parallelism: Optional[int] = None, report: Optional[Warn] = None,
+               on_plan: Optional[PlanHook] = None) -> BuildResult:
+        """Apply a changed description to a live infrastructure in one pass: instances of
+        removed nodes are dropped, new nodes created, targets re-clamped to the new limits.
+        Existing instances are kept.  On an error the infrastructure keeps running (it is never
+        torn down); the missing instances are retried by the next management pass.
+
+        :raises BuildError: if some instances could not be created.
+        """
+        report = report or self.warn
+        graph, nodedefs = self.compile(self.load_description(path), infra_id)
+        with held(self.store, infra_id, self.config.lease_ttl, wait=self.config.lease_ttl,
+                  report=report) as store:
+            state = store.load(infra_id)
+            if state is None:
+                raise OccoError(f'Unknown infrastructure: "{infra_id}"')
+            old = state['infra']
+            record = self._record(graph, nodedefs, path, old.get('created_at') or time.time())
+            summary = dict(self.store.infras().get(infra_id, {}), name=graph.infra_name)
+            store.replace_infra(infra_id, record, summary, reason=f'description from {path}')
+            report(f'Updating infrastructure: {infra_id}')
+            result = self._pass(store, graph, nodedefs, state, parallelize=parallelize,
+                                parallelism=parallelism, report=report, on_plan=on_plan)
+            if result.failures:
+                raise BuildError(result.failures, note='the infrastructure keeps running; '
+                                 f'occopus-manage -i {infra_id} tries the missing instances again')
+            return BuildResult(graph, group_instances(graph, store.instances(infra_id)))
+
+    def _tear_down(self, executor: Executor, report: Warn) -> None:
         """Drop every instance of the infrastructure and forget it; if some cannot be dropped,
         keep their records (and the infrastructure) so that destroy can try again."""
-        failures = executor.drop_all(self.store.instances(graph.infra_id))
+        store, infra_id = executor.store, executor.infra_id
+        failures = executor.drop_all(store.instances(infra_id))
         if failures:
-            self.store.set_infra_state(graph.infra_id, 'destroy_failed',
-                                       self.store.infras().get(graph.infra_id, {}),
-                                       reason=str(failures[0]))
-            raise TeardownError(_teardown_message(graph.infra_id, failures))
-        self.store.delete_infra(graph.infra_id)
+            store.set_infra_state(infra_id, 'destroy_failed', self.store.infras().get(infra_id, {}),
+                                  reason=str(failures[0]))
+            raise TeardownError(_teardown_message(infra_id, failures))
+        store.delete_infra(infra_id)
 
     def destroy(self, infra_id: str, *, parallelize: Optional[bool] = None,
                 parallelism: Optional[int] = None, report: Optional[Warn] = None) -> int:
         """Drop every instance of an infrastructure (dependents first; instances still being
         created are found by their tags) and forget it.  Returns how many were dropped.
+        Waits (up to the lease ttl) for a management pass under way to finish.
 
         :raises OccoError: if the infrastructure is unknown.
         :raises TeardownError: if some resources could not be dropped (they stay recorded).
         """
         report = report or self.warn
-        record = self.store.infra(check_infra_id(infra_id))
+        self._known(check_infra_id(infra_id))
+        with held(self.store, infra_id, self.config.lease_ttl, wait=self.config.lease_ttl,
+                  report=report) as store:
+            record = self._known(infra_id)
+            graph, nodedefs = self._stored_graph(record)
+            instances = store.instances(infra_id)
+            executor = self._executor(store, graph, nodedefs, parallelize, parallelism, report)
+            with uninterruptible(report):
+                self._tear_down(executor, report)
+        return len(instances)
+
+    def _known(self, infra_id: str) -> Dict[str, Any]:
+        record = self.store.infra(infra_id)
         if record is None:
             raise OccoError(f'Unknown infrastructure: "{infra_id}" (occopus-manage -l lists the '
                             'known ones)')
+        return record
+
+    def _stored_graph(self, record: Mapping[str, Any]
+                      ) -> Tuple[InfraGraph, Dict[str, NodeDefinition]]:
+        """The stored graph, with the node definitions imported now (a re-import changes what
+        new instances are made of) -- or the ones stored with it where a type is gone."""
         graph = InfraGraph.from_json(record['graph'])
-        nodedefs = {name: NodeDefinition.from_json(d) for name, d in record.get('nodedefs', {}).items()}
-        instances = self.store.instances(infra_id)
-        executor = self._executor(self._runtime(), graph, nodedefs, parallelize, parallelism, report)
-        with uninterruptible(report):
-            self._tear_down(executor, graph, report)
-        return len(instances)
+        stored = {name: NodeDefinition.from_json(d) for name, d in record.get('nodedefs', {}).items()}
+        types = sorted({n.type for n in graph.nodes.values()})
+        current = self.store.get_node_definitions(record.get('namespace', self.config.namespace), types)
+        nodedefs = {name: NodeDefinition.from_json(current[name]) if name in current else stored[name]
+                    for name in types if name in current or name in stored}
+        for node in graph.nodes.values():
+            if node.type in nodedefs:
+                node.candidates = nodedefs[node.type].matching(node.filter) or node.candidates
+        return graph, nodedefs
+
+    # -- management ---------------------------------------------------------------------------
+
+    def manage_pass(self, infra_id: str, *, parallelize: Optional[bool] = None,
+                    parallelism: Optional[int] = None, stop: Optional[threading.Event] = None,
+                    report: Optional[Warn] = None) -> PassResult:
+        """One management pass: heal, apply scaling requests, reconcile.
+
+        :raises LeaseHeld: if another process is changing the infrastructure right now.
+        :raises OccoError: if the infrastructure is unknown.
+        """
+        report = report or self.warn
+        with held(self.store, check_infra_id(infra_id), self.config.lease_ttl) as store:
+            state = store.load(infra_id)
+            if state is None:
+                raise OccoError(f'Unknown infrastructure: "{infra_id}" (occopus-manage -l lists '
+                                'the known ones)')
+            graph, nodedefs = self._stored_graph(state['infra'])
+            return self._pass(store, graph, nodedefs, state, parallelize=parallelize,
+                              parallelism=parallelism, stop=stop, report=report)
+
+    def _pass(self, store: Store, graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition],
+              state: Mapping[str, Any], *, parallelize: Optional[bool],
+              parallelism: Optional[int], report: Warn, stop: Optional[threading.Event] = None,
+              on_plan: Optional[PlanHook] = None) -> PassResult:
+        executor = self._executor(store, graph, nodedefs, parallelize, parallelism, report,
+                                  records=state['instances'])
+        result = run_pass(executor, state, resources_of(graph, nodedefs),
+                          health_checks=self.config.health_checks,
+                          create_timeout=self.config.create_timeout,
+                          retry_backoff=self.config.retry_backoff, stop=stop, report=report,
+                          on_plan=on_plan)
+        summary = self.store.infras().get(graph.infra_id, {})
+        new = dict(summary, name=graph.infra_name, state=result.state, **counts(result.plan))
+        if new != summary:
+            store.set_infra_state(graph.infra_id, result.state, new,
+                                  quiet=summary.get('state') == result.state)
+        return result
+
+    def maintain(self, infra_id: str, *, interval: float, stop: threading.Event,
+                 parallelize: Optional[bool] = None, parallelism: Optional[int] = None,
+                 report: Optional[Warn] = None) -> None:
+        """Management passes every ``interval`` seconds until ``stop`` is set or the
+        infrastructure is destroyed.  Never gives up on a node, cloud or Redis error: it says
+        what went wrong, records it in the event stream when it can, and tries again."""
+        report = report or self.warn
+        while not stop.is_set():
+            try:
+                self.manage_pass(infra_id, parallelize=parallelize, parallelism=parallelism,
+                                 stop=stop, report=report)
+            except LeaseHeld as exc:
+                report(f'{exc.message}; trying again in {interval:g} s')
+            except OccoError as exc:
+                if exc.message.startswith('Unknown infrastructure'):
+                    report(f'infrastructure {infra_id} no longer exists; nothing left to manage')
+                    return
+                self._record_error(infra_id, exc, interval, report)
+            except Exception as exc:  # noqa: BLE001 - a bug must not stop the maintainer either
+                self._record_error(infra_id, exc, interval, report)
+            stop.wait(interval)
+
+    def _record_error(self, infra_id: str, exc: BaseException, interval: float, report: Warn) -> None:
+        reason = describe_error(exc)
+        report(f'pass failed: {reason}; trying again in {interval:g} s')
+        try:
+            self.store.add_events(infra_id, [event('pass_failed', reason=reason)])
+        except OccoError:
+            pass  # Redis itself is the problem; the next pass tries again
+
+    # -- scaling -------------------------------------------------------------------------------
+
+    def scale(self, infra_id: str, node: str, *, change: Optional[int] = None,
+              target: Optional[int] = None, selector: Optional[str] = None) -> int:
+        """Record a scaling request for the next management pass (atomically; no lease is
+        needed, so it works while a maintainer runs).  Returns how many requests are pending.
+
+        :raises OccoError: if the infrastructure or the node does not exist.
+        """
+        record = self._known(check_infra_id(infra_id))
+        graph = InfraGraph.from_json(record['graph'])
+        if node not in graph.nodes:
+            raise OccoError(f"node '{node}' does not exist in infrastructure '{infra_id}' "
+                            f"(nodes: {', '.join(graph.nodes)})")
+        request: Dict[str, Any] = {'node': node, 'time': round(time.time(), 3), 'who': WHO}
+        if target is not None:
+            request.update(kind=SET, count=target)
+        elif selector is not None:
+            request.update(kind=DOWN, count=1, selector=selector)
+        elif change is not None and change > 0:
+            request.update(kind=UP, count=change)
+        elif change is not None:
+            request.update(kind=DOWN, count=-change)
+        else:
+            raise UsageError('a scaling request needs a change, a target or a selector')
+        return self.store.add_request(infra_id, request)
+
+    # -- reports -------------------------------------------------------------------------------
+
+    def list_infras(self) -> List[Dict[str, Any]]:
+        """Every known infrastructure (the shared registry) with its nodes' instance counts."""
+        registry = self.store.infras()
+        instances = self.store.load_many(sorted(registry))
+        result = []
+        for infra_id, summary in sorted(registry.items(), key=lambda kv: kv[1].get('created_at', 0)):
+            nodes: Dict[str, Dict[str, int]] = {}
+            for record in instances[infra_id].values():
+                entry = nodes.setdefault(record.get('node', '?'), {'ready': 0, 'total': 0})
+                entry['total'] += 1
+                entry['ready'] += record.get('state') == 'ready'
+            result.append(dict(summary, infra_id=infra_id, nodes=dict(sorted(nodes.items()))))
+        return result
+
+    def report(self, infra_id: str, *, live: bool = True) -> Dict[str, Any]:
+        """The state of every node and instance: the REST service's ``GET
+        /infrastructures/<id>`` shape.  With ``live``, asks the clouds and runs the health
+        checks (read-only: no lease is taken and nothing is written)."""
+        state = self.store.load(check_infra_id(infra_id))
+        if state is None:
+            raise OccoError(f'Unknown infrastructure: "{infra_id}" (occopus-manage -l lists the '
+                            'known ones)')
+        graph, nodedefs = self._stored_graph(state['infra'])
+        instances = state['instances']
+        verdicts: Dict[str, str] = {}
+        if live:
+            executor = self._executor(self.store, graph, nodedefs, None, None, self.warn)
+            seen = observe(executor, instances, state['failtimes'],
+                           health_checks=self.config.health_checks,
+                           create_timeout=self.config.create_timeout)
+            instances = {**instances, **seen.updated}
+            verdicts = seen.verdicts
+        alive: Dict[str, List[Dict[str, Any]]] = {}
+        for key, record in instances.items():
+            if key not in verdicts:
+                alive.setdefault(record.get('node', ''), []).append(record)
+        targets = apply_requests(graph, state['targets'], state['requests'], alive).targets
+        result: Dict[str, Any] = {}
+        for name in list(graph.order) + sorted({r.get('node', '?') for r in instances.values()}
+                                               - set(graph.nodes)):
+            records = sorted((r for r in instances.values() if r.get('node') == name),
+                             key=lambda r: r.get('created_at') or 0)
+            if not records:
+                continue
+            node = graph.nodes.get(name)
+            result[name] = {
+                'instances': {r['node_id']: {
+                    'resource_address': _address(r),
+                    'state': 'failed' if r['node_id'] in verdicts else _public_state(r)}
+                    for r in records},
+                'scaling': {'actual': len(records), 'target': targets.get(name, 0),
+                            'min': node.scaling.min if node else 0,
+                            'max': node.scaling.max if node else 0},
+            }
+        return result
+
+    def events(self, infra_id: str, count: Optional[int] = None) -> List[Dict[str, str]]:
+        """The event stream of an infrastructure, oldest first."""
+        self._known(check_infra_id(infra_id))
+        return self.store.events(infra_id, count)
+
+
+def resources_of(graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition]
+                 ) -> Dict[str, List[Dict[str, Any]]]:
+    """Node name -> the resource section of each implementation of its type."""
+    return {name: [impl.resource for impl in nodedefs[node.type].implementations]
+            for name, node in graph.nodes.items() if node.type in nodedefs}
+
+
+def counts(plan: Plan) -> Dict[str, int]:
+    """Instance counts for the registry summary."""
+    return {'instances': sum(n.target for n in plan.nodes), 'nodes': len(plan.nodes)}
+
+
+def _address(record: Mapping[str, Any]) -> Any:
+    addresses = list(record.get('addresses') or [])
+    if len(addresses) > 1:
+        return addresses
+    return addresses[0] if addresses else record.get('private_address') or ''
+
+
+def _public_state(record: Mapping[str, Any]) -> str:
+    """The original's node states: ready, pending, failed (creating counts as pending)."""
+    state = record.get('state')
+    return state if state in ('ready', 'failed', 'shutdown') else 'pending'
 
 
 def _teardown_message(infra_id: str, failures: List[Failure]) -> str:

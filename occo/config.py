@@ -57,6 +57,8 @@ class Config:
     health_checks: bool = True
     allow_cmd: bool = False
     local_root: str = os.path.join(USER_DIR, 'local')
+    lease_ttl: float = 30.0
+    retry_backoff: float = 5.0
     source: Optional[str] = None
     warnings: Tuple[str, ...] = ()
 
@@ -89,6 +91,10 @@ _FIELDS: Dict[Tuple[str, ...], Tuple[str, Any, str]] = {
     ('health_checks',): ('health_checks', lambda v: isinstance(v, bool), 'true or false'),
     ('allow_cmd',): ('allow_cmd', lambda v: isinstance(v, bool), 'true or false'),
     ('local_root',): ('local_root', _is_text, 'a directory for the local backend\'s instances'),
+    ('lease_ttl',): ('lease_ttl', lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                     and v >= 1, 'a number of seconds >= 1'),
+    ('retry_backoff',): ('retry_backoff', lambda v: isinstance(v, (int, float))
+                         and not isinstance(v, bool) and v > 0, 'a number of seconds > 0'),
 }
 _SECTIONS = {path[0] for path in _FIELDS if len(path) == 2}
 

@@ -75,6 +75,21 @@ class StoreError(OccoError):
     """Redis is unreachable or answered something unexpected."""
 
 
+class LeaseHeld(OccoError):
+    """Another process is changing the infrastructure right now."""
+
+    def __init__(self, infra_id: str, holder: str, since: float, left: float) -> None:
+        import time
+        ago = max(0, time.time() - since) if since else 0
+        super().__init__(f'infrastructure {infra_id} is being changed by {holder} (for {ago:.0f} s; '
+                         f'its lease runs out in {left:.0f} s unless renewed)')
+        self.infra_id, self.holder, self.since, self.left = infra_id, holder, since, left
+
+
+class LeaseLost(OccoError):
+    """Our lease on an infrastructure expired or was taken over: we must stop writing."""
+
+
 class TemplateError(OccoError):
     """A template cannot be rendered (syntax error, refused helper, sandbox violation)."""
 
@@ -82,10 +97,10 @@ class TemplateError(OccoError):
 class BuildError(OccoError):
     """Node instances could not be created or made ready (each failure names its node)."""
 
-    def __init__(self, failures: list) -> None:
+    def __init__(self, failures: list, note: str = '') -> None:
         first = failures[0]
         more = f' (and {len(failures) - 1} more failure(s))' if len(failures) > 1 else ''
-        super().__init__(f'{first}{more}')
+        super().__init__(f'{first}{more}' + (f'; {note}' if note else ''))
         self.failures = failures
 
 

@@ -132,24 +132,30 @@ class Executor:
 
     # -- creating --------------------------------------------------------------------------
 
-    def create_all(self, creates: Sequence[Any]) -> List[Dict[str, Any]]:
+    def create_all(self, creates: Sequence[Any], *, fail_fast: bool = True,
+                   stop: Optional[threading.Event] = None) -> List[Dict[str, Any]]:
         """Create one instance per action of ``creates`` (plan order) and wait until each is
         ready; returns the ready instance records.
 
-        :raises BuildError: listing every instance that failed (the rest of the plan is not
-            started once one fails; what was started is left for the caller to tear down).
+        :param fail_fast: once an instance fails, start nothing more (a build, which will be
+            torn down); otherwise go on with every action that does not wait for a failed node
+            (a management pass).
+        :param stop: once set, start nothing more, let the cloud calls under way finish, and
+            return without waiting for instances to become ready (they stay ``pending``).
+        :raises BuildError: listing every instance that failed (and actions skipped because
+            they wait for one); what was created is left for the caller to drop or keep.
         """
         pool = ThreadPoolExecutor(self.parallelism, thread_name_prefix='occo-create')
         checks = ThreadPoolExecutor(HEALTH_POOL, thread_name_prefix='occo-health')
         try:
-            return self._run(deque(creates), pool, checks)
+            return self._run(deque(creates), pool, checks, fail_fast, stop)
         finally:
             with uninterruptible(self.report):
                 pool.shutdown(wait=True, cancel_futures=True)
                 checks.shutdown(wait=False, cancel_futures=True)
 
-    def _run(self, queue: deque, pool: ThreadPoolExecutor,
-             checks: ThreadPoolExecutor) -> List[Dict[str, Any]]:
+    def _run(self, queue: deque, pool: ThreadPoolExecutor, checks: ThreadPoolExecutor,
+             fail_fast: bool, stop: Optional[threading.Event]) -> List[Dict[str, Any]]:
         unready = Counter(action.node for action in queue)
         launched: Dict[Future, Any] = {}
         waiting: Dict[str, _Waiter] = {}
@@ -160,16 +166,22 @@ class Executor:
             writes: List[Dict[str, Any]] = []
             events: List[Dict[str, str]] = []
             progressed = False
-            if failures:
-                queue.clear()  # fail fast: start nothing new, let what runs finish
+            stopping = stop is not None and stop.is_set()
+            if stopping or (failures and fail_fast):
+                queue.clear()  # start nothing new, let what runs finish
+            if stopping and not launched:
+                break  # instances still becoming ready stay pending for the next pass
             for action in self._launchable(queue, unready, launched, waiting):
                 queue.remove(action)
                 node_id = str(uuid.uuid4())
                 launched[pool.submit(self._create, action.node, node_id)] = (action.node, node_id)
-            if not self.parallel and queue and not launched and not waiting and not failures:
-                blocked = queue[0]
-                raise OccoError(f"node '{blocked.node}' waits for {', '.join(blocked.depends_on)}, "
-                                'which will never be ready')  # cannot happen with a valid graph
+            if queue and not launched and not waiting and not self._launchable(
+                    queue, unready, launched, waiting):
+                for action in queue:  # they wait for a node whose instance failed
+                    failures.append(Failure(action.node, None, 'not created: it depends on '
+                                            f"{', '.join(d for d in action.depends_on if unready[d])}, "
+                                            'which could not be made ready'))
+                queue.clear()
 
             for future in [f for f in launched if f.done()]:
                 node, node_id = launched.pop(future)

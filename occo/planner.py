@@ -1,7 +1,14 @@
 """Plans: what must be created and dropped to bring an infrastructure to its desired shape.
 
-A plan is data: it can be printed (``occopus-build --dry-run``), serialised and tested without
-any cloud.  The executor applies it.
+Desired: the compiled graph, each node's target instance count (stored, moved by scaling
+requests, clamped to the node's limits).  Actual: the instance records and what is known of
+their health.  A plan is data: it can be printed (``occopus-build --dry-run``), serialised
+and tested without any cloud; the executor applies it.
+
+Scaling requests are applied in the order they arrived, each exactly once (the original
+counted an unselected scale-down twice): ``up`` adds, ``down`` removes (the youngest instance,
+or the one its selector names by node id or address), ``set`` replaces the target.  A request
+that would cross a limit is ignored with the original's warning.
 """
 from __future__ import annotations
 
@@ -9,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from occo.compiler import InfraGraph
+
+UP, DOWN, SET = 'up', 'down', 'set'
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,7 @@ class NodePlan:
     maximum: int
     depends_on: List[str]
     candidates: List[Dict[str, Any]]
+    waiting: Optional[str] = None  # why creates are held back (retry backoff)
 
 
 @dataclass
@@ -62,6 +72,17 @@ class Plan:
         return asdict(self)
 
 
+@dataclass
+class Scaling:
+    """The outcome of applying scaling requests: new targets, the instances the requests
+    selected for dropping, the original's warnings, and how many requests were consumed."""
+
+    targets: Dict[str, int]
+    selected: Dict[str, List[str]] = field(default_factory=dict)
+    warnings: List[str] = field(default_factory=list)
+    consumed: int = 0
+
+
 def describe_implementation(index: int, resource: Mapping[str, Any]) -> Dict[str, Any]:
     """A short description of a candidate implementation for plans and reports."""
     summary = {'index': index, 'type': resource.get('type')}
@@ -71,25 +92,110 @@ def describe_implementation(index: int, resource: Mapping[str, Any]) -> Dict[str
     return summary
 
 
+def _matches(record: Mapping[str, Any], selector: str) -> bool:
+    addresses = list(record.get('addresses') or []) + [record.get('private_address')]
+    return selector == record.get('node_id') or selector in addresses
+
+
+def apply_requests(graph: InfraGraph, stored: Mapping[str, int],
+                   requests: Sequence[Mapping[str, Any]],
+                   alive: Mapping[str, Sequence[Mapping[str, Any]]]) -> Scaling:
+    """Apply pending scaling requests (oldest first) to the stored targets.
+
+    :param stored: node name -> stored target (missing: the node's min).
+    :param alive: node name -> its live instance records (what a selector can name).
+    """
+    targets = {name: node.scaling.clamp(stored.get(name, node.scaling.min))
+               for name, node in graph.nodes.items()}
+    scaling = Scaling(targets, consumed=len(requests))
+    for request in requests:
+        name, kind = request.get('node'), request.get('kind')
+        node = graph.nodes.get(name)
+        if node is None:
+            scaling.warnings.append(f"Scaling: request for node '{name}' ignored: the "
+                                    'infrastructure has no such node (any more)')
+            continue
+        low, high = node.scaling.min, node.scaling.max
+        count = int(request.get('count') or 0)
+        current = targets[name]
+        selector = request.get('selector')
+        if kind == DOWN and selector:
+            taken = scaling.selected.setdefault(name, [])
+            found = [r for r in alive.get(name, ()) if _matches(r, selector) and r['node_id'] not in taken]
+            if not found:
+                scaling.warnings.append(f"Scaling: no instance of node '{name}' has the id or "
+                                        f"address '{selector}'; request ignored")
+                continue
+            if current - 1 < low:
+                scaling.warnings.append(f"Scaling: request(s) ignored, minimum count ({low}) "
+                                        f"reached for node '{name}'")
+                continue
+            taken.append(found[0]['node_id'])
+            targets[name] = current - 1
+            continue
+        wanted = current + count if kind == UP else current - count if kind == DOWN else count
+        if wanted > high:
+            scaling.warnings.append(f"Scaling: request(s) ignored, maximum count ({high}) "
+                                    f"reached for node '{name}'")
+        elif wanted < low:
+            scaling.warnings.append(f"Scaling: request(s) ignored, minimum count ({low}) "
+                                    f"reached for node '{name}'")
+        targets[name] = max(low, min(high, wanted))
+    return scaling
+
+
 def make_plan(graph: InfraGraph, resources: Mapping[str, Sequence[Mapping[str, Any]]],
-              existing: Optional[Mapping[str, int]] = None,
-              targets: Optional[Mapping[str, int]] = None) -> Plan:
-    """Plan the creates that bring every node of ``graph`` to its target instance count.
+              instances: Optional[Mapping[str, Mapping[str, Any]]] = None,
+              targets: Optional[Mapping[str, int]] = None, *,
+              verdicts: Optional[Mapping[str, Optional[str]]] = None,
+              selected: Optional[Mapping[str, Sequence[str]]] = None,
+              held: Optional[Mapping[str, str]] = None) -> Plan:
+    """Plan the drops and creates that bring every node of ``graph`` to its target.
 
     :param resources: node name -> resource section of each implementation of its type.
-    :param existing: node name -> number of live instances (none for a new infrastructure).
-    :param targets: node name -> requested instance count, clamped to the node's scaling.
+    :param instances: node id -> instance record (none for a new infrastructure).
+    :param targets: node name -> target count, clamped to the node's scaling limits.
+    :param verdicts: node id -> why the instance must be replaced (failed, shut down, ...);
+        instances without a reason are alive.
+    :param selected: node name -> node ids scaling requests chose to drop.
+    :param held: node name -> why no instance of it may be created now (retry backoff).
     """
-    existing = existing or {}
+    instances = instances or {}
     targets = targets or {}
-    nodes, creates = [], []
+    verdicts = verdicts or {}
+    selected = selected or {}
+    held = held or {}
+    by_node: Dict[str, List[Mapping[str, Any]]] = {}
+    for record in sorted(instances.values(), key=lambda r: r.get('created_at') or 0):
+        by_node.setdefault(record.get('node', ''), []).append(record)
+    plan = Plan(infra_id=graph.infra_id, infra_name=graph.infra_name, nodes=[])
+    for name in sorted(set(by_node) - set(graph.nodes)):
+        plan.drops += [DropNode(name, r['node_id'], 'its node is no longer in the description')
+                       for r in by_node[name]]
     for name in graph.order:
         node = graph.nodes[name]
         target = node.scaling.clamp(targets.get(name, node.scaling.min))
-        have = existing.get(name, 0)
-        nodes.append(NodePlan(
-            name=name, type=node.type, target=target, existing=have, minimum=node.scaling.min,
-            maximum=node.scaling.max, depends_on=list(node.depends_on),
-            candidates=[describe_implementation(i, resources[name][i]) for i in node.candidates]))
-        creates.extend(CreateNode(name, tuple(node.depends_on)) for _ in range(target - have))
-    return Plan(infra_id=graph.infra_id, infra_name=graph.infra_name, nodes=nodes, creates=creates)
+        alive = []
+        for record in by_node.get(name, []):
+            reason = verdicts.get(record['node_id'])
+            if reason:
+                plan.drops.append(DropNode(name, record['node_id'], reason))
+            else:
+                alive.append(record)
+        surplus = len(alive) - target
+        if surplus > 0:
+            chosen = [r for r in alive if r['node_id'] in set(selected.get(name, ()))][:surplus]
+            youngest_first = [r for r in reversed(alive) if r not in chosen]
+            chosen += youngest_first[:surplus - len(chosen)]
+            plan.drops += [DropNode(name, r['node_id'], 'scaled down' if r['node_id'] in
+                                    set(selected.get(name, ())) else 'scaled down (youngest)')
+                           for r in chosen]
+        missing = max(0, target - len(alive))
+        plan.nodes.append(NodePlan(
+            name=name, type=node.type, target=target, existing=min(len(alive), target),
+            minimum=node.scaling.min, maximum=node.scaling.max, depends_on=list(node.depends_on),
+            candidates=[describe_implementation(i, resources[name][i]) for i in node.candidates
+                        if i < len(resources.get(name, ()))], waiting=held.get(name) if missing else None))
+        if name not in held:
+            plan.creates += [CreateNode(name, tuple(node.depends_on)) for _ in range(missing)]
+    return plan

@@ -13,6 +13,10 @@ Layout (``P`` = the configured prefix, ``occo:`` by default; ``{ID}`` an infrast
     P {ID}:targets                hash    node name -> target instance count
     P {ID}:failtimes              hash    node id -> epoch of its first failed health check
     P {ID}:events                 stream  what happened, when, to which node, and why (capped)
+    P {ID}:requests               list    scaling requests, appended atomically, consumed by passes
+    P {ID}:backoff                hash    node name -> JSON: creates failing in a row, next try
+    P {ID}:lease                  string  JSON {token, holder, since}: who changes it now (PX ttl)
+    P {ID}:fence                  string  counter giving every new lease a larger token
     P dummycloud                  hash    resource id -> JSON (the simulated cloud's resources)
     P localcloud                  hash    resource id -> JSON (local-backend instances)
     P localcloud:addresses        set     loopback addresses held by local-backend instances
@@ -24,14 +28,46 @@ import os
 import socket
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-from occo.errors import StoreError
+from occo.errors import LeaseHeld, LeaseLost, StoreError
 
 DEFAULT_PREFIX = 'occo:'
 CONNECT_TIMEOUT = 5.0
 EVENTS_KEPT = 10_000
+FIELDS_PER_OP = 500  # keeps each command's argument list short inside Lua
+
+# A new lease, unless someone holds one: returns {1, value} or {0, holder's value, ms left}.
+_ACQUIRE = """
+local current = redis.call('GET', KEYS[1])
+if current then return {0, current, redis.call('PTTL', KEYS[1])} end
+local token = redis.call('INCR', KEYS[2])
+local value = cjson.encode({token = token, holder = ARGV[1], since = tonumber(ARGV[3])})
+redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
+return {1, value, tonumber(ARGV[2])}
+"""
+# Extend (ARGV[2] = ttl ms) or release (ARGV[2] = 0) our lease; 0 if it is no longer ours.
+_KEEP = """
+local current = redis.call('GET', KEYS[1])
+if not current or cjson.decode(current)['token'] ~= tonumber(ARGV[1]) then return 0 end
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) else redis.call('DEL', KEYS[1]) end
+return 1
+"""
+# Writes guarded by a fencing token: refused unless the lease still holds that token.
+# ARGV[2] is a JSON list of commands whose second item is the index of their key in KEYS.
+_FENCED = """
+local current = redis.call('GET', KEYS[1])
+if not current or cjson.decode(current)['token'] ~= tonumber(ARGV[1]) then
+  return redis.error_reply('STALE the lease on this infrastructure is no longer ours')
+end
+for _, op in ipairs(cjson.decode(ARGV[2])) do
+  op[2] = KEYS[op[2]]
+  redis.call(unpack(op))
+end
+return 1
+"""
 
 
 # -- keys ------------------------------------------------------------------------------------
@@ -64,11 +100,28 @@ def events_key(prefix: str, infra_id: str) -> str:
     return f'{prefix}{{{infra_id}}}:events'
 
 
+def requests_key(prefix: str, infra_id: str) -> str:
+    return f'{prefix}{{{infra_id}}}:requests'
+
+
+def backoff_key(prefix: str, infra_id: str) -> str:
+    return f'{prefix}{{{infra_id}}}:backoff'
+
+
+def lease_key(prefix: str, infra_id: str) -> str:
+    return f'{prefix}{{{infra_id}}}:lease'
+
+
+def fence_key(prefix: str, infra_id: str) -> str:
+    return f'{prefix}{{{infra_id}}}:fence'
+
+
 def infra_keys(prefix: str, infra_id: str) -> List[str]:
     """Every key that belongs to one infrastructure."""
     return [infra_key(prefix, infra_id), instances_key(prefix, infra_id),
             targets_key(prefix, infra_id), failtimes_key(prefix, infra_id),
-            events_key(prefix, infra_id)]
+            events_key(prefix, infra_id), requests_key(prefix, infra_id),
+            backoff_key(prefix, infra_id), lease_key(prefix, infra_id), fence_key(prefix, infra_id)]
 
 
 def dummycloud_key(prefix: str) -> str:
@@ -103,6 +156,32 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(',', ':'), sort_keys=False)
 
 
+Op = List[Any]  # a Redis command: name, key, arguments
+_SCRIPTS: Dict[int, Dict[str, Any]] = {}
+
+
+def _hset(key: str, mapping: Mapping[str, Any]) -> List[Op]:
+    items = [(field, value if isinstance(value, str) else _dumps(value))
+             for field, value in mapping.items()]
+    return [['HSET', key] + [part for item in items[i:i + FIELDS_PER_OP] for part in item]
+            for i in range(0, len(items), FIELDS_PER_OP)]
+
+
+def _hdel(key: str, fields: Sequence[str]) -> List[Op]:
+    return [['HDEL', key] + list(fields[i:i + FIELDS_PER_OP])
+            for i in range(0, len(fields), FIELDS_PER_OP)]
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The right to change one infrastructure; ``token`` fences every write made under it."""
+
+    infra_id: str
+    token: int
+    holder: str
+    ttl: float
+
+
 WHO = f'{socket.gethostname()}:{os.getpid()}'
 
 
@@ -127,10 +206,25 @@ class Store:
     :param url: where the client points (for messages only; a password is masked).
     """
 
-    def __init__(self, client: Any, prefix: str = DEFAULT_PREFIX, url: str = '') -> None:
+    def __init__(self, client: Any, prefix: str = DEFAULT_PREFIX, url: str = '',
+                 lease: Optional[Lease] = None) -> None:
         self.client = client
         self.prefix = prefix
         self.url = mask_url(url)
+        self.lease = lease
+
+    def _script(self, source: str) -> Any:
+        """A registered Lua script (EVALSHA, loaded once per client)."""
+        scripts = _SCRIPTS.setdefault(id(self.client), {})
+        if source not in scripts:
+            scripts[source] = self.client.register_script(source)
+        return scripts[source]
+
+    def under(self, lease: Lease) -> 'Store':
+        """This store, with every write to ``lease``'s infrastructure fenced by its token."""
+        view = Store(self.client, self.prefix, '', lease)
+        view.url = self.url
+        return view
 
     @classmethod
     def connect(cls, url: str, prefix: str = DEFAULT_PREFIX) -> 'Store':
@@ -158,6 +252,10 @@ class Store:
                              'point OCCOPUS_REDIS_URL or the configuration at a running one)') from None
         except redis.AuthenticationError:
             raise StoreError(f'Redis at {self.url} refused the credentials') from None
+        except redis.ResponseError as exc:
+            if str(exc).startswith('STALE'):
+                raise LeaseLost(str(exc)[len('STALE '):]) from None
+            raise StoreError(f'Redis at {self.url} answered an error: {exc}') from None
         except redis.RedisError as exc:
             raise StoreError(f'Redis at {self.url} answered an error: {exc}') from None
 
@@ -191,6 +289,67 @@ class Store:
         with self._errors():
             return sorted(self.client.hkeys(nodedefs_key(self.prefix, namespace)))
 
+    # -- writing ------------------------------------------------------------------------------
+
+    def _apply(self, infra_id: str, ops: Sequence[Op]) -> None:
+        """Run ``ops`` (keys of ``infra_id`` only) in one round trip; fenced under a lease."""
+        if not ops:
+            return
+        with self._errors():
+            if self.lease is None or self.lease.infra_id != infra_id:
+                pipe = self.client.pipeline(transaction=False)
+                for op in ops:
+                    pipe.execute_command(*op)
+                pipe.execute()
+                return
+            keys = [lease_key(self.prefix, infra_id)]
+            index = {}
+            encoded = []
+            for op in ops:
+                if op[1] not in index:
+                    keys.append(op[1])
+                    index[op[1]] = len(keys)
+                encoded.append([op[0], index[op[1]]] + [str(a) for a in op[2:]])
+            self._script(_FENCED)(keys=keys, args=[self.lease.token, _dumps(encoded)])
+
+    def _event_ops(self, infra_id: str, events: Iterable[Mapping[str, str]]) -> List[Op]:
+        ops = []
+        for entry in events:
+            ops.append(['XADD', events_key(self.prefix, infra_id), 'MAXLEN', '~', EVENTS_KEPT, '*']
+                       + [part for item in entry.items() for part in item])
+        return ops
+
+    def write(self, infra_id: str, *, records: Iterable[Mapping[str, Any]] = (),
+              removed: Sequence[str] = (), targets: Optional[Mapping[str, int]] = None,
+              failtimes: Optional[Mapping[str, float]] = None, cleared: Sequence[str] = (),
+              backoff: Optional[Mapping[str, Any]] = None, backoff_cleared: Sequence[str] = (),
+              consumed_requests: int = 0, events: Iterable[Mapping[str, str]] = ()) -> None:
+        """Apply a batch of changes to one infrastructure in one round trip: instance records
+        (whole, by node id), removed instances, targets, first-failure times (set, cleared),
+        retry backoff per node (set, cleared), the first ``consumed_requests`` scaling
+        requests taken off the list, and events."""
+        ops: List[Op] = []
+        records = {r['node_id']: r for r in records}
+        if records:
+            ops += _hset(instances_key(self.prefix, infra_id), records)
+        if removed:
+            ops += _hdel(instances_key(self.prefix, infra_id), list(removed))
+            ops += _hdel(failtimes_key(self.prefix, infra_id), list(removed))
+        if targets:
+            ops += _hset(targets_key(self.prefix, infra_id), {k: str(v) for k, v in targets.items()})
+        if failtimes:
+            ops += _hset(failtimes_key(self.prefix, infra_id), {k: repr(v) for k, v in failtimes.items()})
+        if cleared:
+            ops += _hdel(failtimes_key(self.prefix, infra_id), list(cleared))
+        if backoff:
+            ops += _hset(backoff_key(self.prefix, infra_id), backoff)
+        if backoff_cleared:
+            ops += _hdel(backoff_key(self.prefix, infra_id), list(backoff_cleared))
+        if consumed_requests:
+            ops.append(['LTRIM', requests_key(self.prefix, infra_id), consumed_requests, -1])
+        ops += self._event_ops(infra_id, events)
+        self._apply(infra_id, ops)
+
     # -- infrastructures ---------------------------------------------------------------------
 
     def create_infra(self, infra_id: str, record: Mapping[str, Any], summary: Mapping[str, Any],
@@ -200,13 +359,18 @@ class Store:
         with self._errors():
             if not self.client.set(infra_key(self.prefix, infra_id), _dumps(record), nx=True):
                 return False
-            pipe = self.client.pipeline(transaction=False)
-            pipe.hset(infras_key(self.prefix), infra_id, _dumps(summary))
-            if targets:
-                pipe.hset(targets_key(self.prefix, infra_id), mapping=targets)
-            self._xadd(pipe, infra_id, event('infra_created', reason=summary.get('name')))
-            pipe.execute()
+            self.client.hset(infras_key(self.prefix), infra_id, _dumps(summary))
+        self.write(infra_id, targets=targets,
+                   events=[event('infra_created', reason=summary.get('name'))])
         return True
+
+    def replace_infra(self, infra_id: str, record: Mapping[str, Any], summary: Mapping[str, Any],
+                      reason: str) -> None:
+        """Store a changed description of an existing infrastructure (fenced)."""
+        self._apply(infra_id, [['SET', infra_key(self.prefix, infra_id), _dumps(record)]]
+                    + self._event_ops(infra_id, [event('infra_updated', reason=reason)]))
+        with self._errors():
+            self.client.hset(infras_key(self.prefix), infra_id, _dumps(summary))
 
     def infra(self, infra_id: str) -> Optional[Dict[str, Any]]:
         """The stored record of an infrastructure, or None."""
@@ -220,38 +384,60 @@ class Store:
             return {k: json.loads(v) for k, v in self.client.hgetall(infras_key(self.prefix)).items()}
 
     def set_infra_state(self, infra_id: str, state: str, summary: Mapping[str, Any],
-                        reason: Optional[str] = None) -> None:
-        """Record the state of a whole infrastructure (in its summary) with an event."""
+                        reason: Optional[str] = None, quiet: bool = False) -> None:
+        """Record the state of a whole infrastructure in its registry summary, with an event
+        (unless ``quiet``)."""
         with self._errors():
-            pipe = self.client.pipeline(transaction=False)
-            pipe.hset(infras_key(self.prefix), infra_id, _dumps(dict(summary, state=state)))
-            self._xadd(pipe, infra_id, event(f'infra_{state}', reason=reason))
-            pipe.execute()
+            self.client.hset(infras_key(self.prefix), infra_id, _dumps(dict(summary, state=state)))
+        if not quiet:
+            self.write(infra_id, events=[event(f'infra_{state}', reason=reason)])
 
     def delete_infra(self, infra_id: str) -> None:
-        """Forget an infrastructure: every key of it, and its registry entry."""
+        """Forget an infrastructure: every key of it (its lease too), and its registry entry."""
+        self._apply(infra_id, [['DEL', key] for key in infra_keys(self.prefix, infra_id)
+                               if key != lease_key(self.prefix, infra_id)]
+                    + [['DEL', lease_key(self.prefix, infra_id)]])
         with self._errors():
-            pipe = self.client.pipeline(transaction=True)
-            pipe.delete(*infra_keys(self.prefix, infra_id))
-            pipe.hdel(infras_key(self.prefix), infra_id)
-            pipe.execute()
+            self.client.hdel(infras_key(self.prefix), infra_id)
+
+    def load(self, infra_id: str) -> Optional[Dict[str, Any]]:
+        """Everything a management pass reads, in one round trip: ``infra`` (the record),
+        ``instances``, ``targets``, ``requests``, ``failtimes`` and ``backoff``; None if the
+        infrastructure does not exist."""
+        with self._errors():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(infra_key(self.prefix, infra_id))
+            pipe.hgetall(instances_key(self.prefix, infra_id))
+            pipe.hgetall(targets_key(self.prefix, infra_id))
+            pipe.lrange(requests_key(self.prefix, infra_id), 0, -1)
+            pipe.hgetall(failtimes_key(self.prefix, infra_id))
+            pipe.hgetall(backoff_key(self.prefix, infra_id))
+            record, instances, targets, requests, failtimes, backoff = pipe.execute()
+        if record is None:
+            return None
+        return {'infra': json.loads(record),
+                'instances': {k: json.loads(v) for k, v in instances.items()},
+                'targets': {k: int(v) for k, v in targets.items()},
+                'requests': [json.loads(r) for r in requests],
+                'failtimes': {k: float(v) for k, v in failtimes.items()},
+                'backoff': {k: json.loads(v) for k, v in backoff.items()}}
+
+    def load_many(self, infra_ids: Sequence[str]) -> Dict[str, Dict[str, Dict[str, Any]]]:
+        """The instance records of several infrastructures, in one round trip."""
+        with self._errors():
+            pipe = self.client.pipeline(transaction=False)
+            for infra_id in infra_ids:
+                pipe.hgetall(instances_key(self.prefix, infra_id))
+            results = pipe.execute()
+        return {infra_id: {k: json.loads(v) for k, v in raw.items()}
+                for infra_id, raw in zip(infra_ids, results)}
 
     # -- instances ---------------------------------------------------------------------------
 
     def put_instances(self, infra_id: str, records: Iterable[Mapping[str, Any]],
                       events: Iterable[Mapping[str, str]] = ()) -> None:
         """Write instance records (whole, by node id) and events in one round trip."""
-        records, events = list(records), list(events)
-        if not records and not events:
-            return
-        with self._errors():
-            pipe = self.client.pipeline(transaction=False)
-            if records:
-                pipe.hset(instances_key(self.prefix, infra_id),
-                          mapping={r['node_id']: _dumps(r) for r in records})
-            for entry in events:
-                self._xadd(pipe, infra_id, entry)
-            pipe.execute()
+        self.write(infra_id, records=records, events=events)
 
     def instances(self, infra_id: str) -> Dict[str, Dict[str, Any]]:
         """Every instance record of an infrastructure, by node id."""
@@ -262,26 +448,52 @@ class Store:
     def remove_instances(self, infra_id: str, node_ids: Sequence[str],
                          events: Iterable[Mapping[str, str]] = ()) -> None:
         """Forget instances (after their resources are dropped), with events."""
-        with self._errors():
-            pipe = self.client.pipeline(transaction=False)
-            if node_ids:
-                pipe.hdel(instances_key(self.prefix, infra_id), *node_ids)
-                pipe.hdel(failtimes_key(self.prefix, infra_id), *node_ids)
-            for entry in events:
-                self._xadd(pipe, infra_id, entry)
-            pipe.execute()
+        self.write(infra_id, removed=node_ids, events=events)
 
     def targets(self, infra_id: str) -> Dict[str, int]:
         with self._errors():
             return {k: int(v) for k, v in self.client.hgetall(targets_key(self.prefix, infra_id)).items()}
 
+    # -- scaling requests (no lease needed: appended atomically) -----------------------------
+
+    def add_request(self, infra_id: str, request: Mapping[str, Any]) -> int:
+        """Append a scaling request; returns how many are pending."""
+        with self._errors():
+            return self.client.rpush(requests_key(self.prefix, infra_id), _dumps(request))
+
+    # -- leases ------------------------------------------------------------------------------
+
+    def acquire_lease(self, infra_id: str, holder: str, ttl: float) -> Lease:
+        """Take the lease of an infrastructure for ``ttl`` seconds.
+
+        :raises LeaseHeld: naming the holder, if someone else has it.
+        """
+        with self._errors():
+            ok, value, left = self._script(_ACQUIRE)(
+                keys=[lease_key(self.prefix, infra_id), fence_key(self.prefix, infra_id)],
+                args=[holder, int(ttl * 1000), f'{time.time():.3f}'])
+        data = json.loads(value)
+        if not ok:
+            raise LeaseHeld(infra_id, data.get('holder', '?'), float(data.get('since') or 0),
+                            max(0, int(left)) / 1000)
+        return Lease(infra_id, int(data['token']), holder, ttl)
+
+    def renew_lease(self, lease: Lease) -> bool:
+        """Extend ``lease`` by its ttl; False if it is no longer ours."""
+        with self._errors():
+            return bool(self._script(_KEEP)(
+                keys=[lease_key(self.prefix, lease.infra_id)], args=[lease.token, int(lease.ttl * 1000)]))
+
+    def release_lease(self, lease: Lease) -> None:
+        """Give ``lease`` back (nothing happens if it is no longer ours)."""
+        with self._errors():
+            self._script(_KEEP)(keys=[lease_key(self.prefix, lease.infra_id)],
+                                               args=[lease.token, 0])
+
     # -- events ------------------------------------------------------------------------------
 
-    def _xadd(self, pipe: Any, infra_id: str, entry: Mapping[str, str]) -> None:
-        pipe.xadd(events_key(self.prefix, infra_id), dict(entry), maxlen=EVENTS_KEPT, approximate=True)
-
     def add_events(self, infra_id: str, events: Iterable[Mapping[str, str]]) -> None:
-        self.put_instances(infra_id, (), events)
+        self.write(infra_id, events=events)
 
     def events(self, infra_id: str, count: Optional[int] = None) -> List[Dict[str, str]]:
         """The event stream of an infrastructure, oldest first (the last ``count`` if given)."""

@@ -133,10 +133,12 @@ def test_chosen_id_and_existing_id(occo, tmp_path):
     import_ok(occo, folder / 'nodes.yaml')
     result = occo.run('occopus-build', '-i', 'my-infra.1', folder / 'infra.yaml')
     assert built_id(result) == 'my-infra.1'
-    again = occo.run('occopus-build', '-i', 'my-infra.1', folder / 'infra.yaml')
-    assert again.returncode == 2
-    assert 'infrastructure my-infra.1 already exists' in again.stderr
-    assert len(occo.dummy_cloud('my-infra.1')) == 2  # the live one is untouched
+    before = occo.dummy_cloud('my-infra.1')
+    again = occo.run('occopus-build', '-i', 'my-infra.1', folder / 'infra.yaml')  # an update
+    assert again.returncode == 0, again.stderr
+    assert 'Plan for infrastructure' in again.stdout and '2 nodes, 0 instances to create' in again.stdout
+    assert again.stdout.strip().splitlines()[-1] == 'my-infra.1'
+    assert occo.dummy_cloud('my-infra.1') == before  # the live one is untouched
     bad = occo.run('occopus-build', '-i', 'no{braces}', folder / 'infra.yaml')
     assert bad.returncode == 2 and "invalid infrastructure id 'no{braces}'" in bad.stderr
     assert occo.run('occopus-destroy', '-i', 'my-infra.1').returncode == 0

@@ -49,22 +49,35 @@ def _candidates(candidates: List[Dict[str, Any]]) -> str:
     return '; '.join(parts)
 
 
-def print_plan(dry: Any, given_id: bool = False) -> None:
-    graph, plan = dry.graph, dry.plan
+def print_plan(plan: Any, graph: Any, *, given_id: bool = False,
+               title: str = 'dry run: nothing is created or stored') -> None:
+    """The plan: nodes in dependency order with their counts, dependencies and candidate
+    implementations, then the drops."""
     inferred = {(e.dependent, e.dependee) for e in graph.edges if e.inferred}
-    print(f"Plan for infrastructure '{plan.infra_name}' (dry run: nothing is created or stored)")
+    print(f"Plan for infrastructure '{plan.infra_name}' ({title})")
     if given_id:
         print(f'   id: {plan.infra_id}')
     for number, node in enumerate(plan.nodes, 1):
+        keep = f'; {node.existing} kept' if node.existing else ''
+        held = f'; held back: {node.waiting}' if node.waiting else ''
         print(f'{number:3}. {node.name}: create {plural(node.target - node.existing, "instance")} '
-              f'(min {node.minimum}, max {node.maximum})')
+              f'(min {node.minimum}, max {node.maximum}{keep}{held})')
         print(f'       type: {node.type}')
         deps = [dep + (' (inferred from templates)' if (node.name, dep) in inferred else '')
                 for dep in node.depends_on]
         print(f"       depends on: {', '.join(deps) if deps else 'nothing'}")
         print(f'       implementations: {_candidates(node.candidates)}')
-    print(f'{plural(len(plan.nodes), "node")}, {plural(len(plan.creates), "instance")} to create, '
-          f'in {plural(len(graph.levels), "dependency level")}; the description is valid.')
+    for drop in plan.drops:
+        print(f'  drop {drop.node}/{drop.node_id}: {drop.reason}')
+    drops = f', {plural(len(plan.drops), "instance")} to drop' if plan.drops else ''
+    print(f'{plural(len(plan.nodes), "node")}, {plural(len(plan.creates), "instance")} to create'
+          f'{drops}, in {plural(len(graph.levels), "dependency level")}; the description is valid.')
+
+
+def print_update_plan(plan: Any, graph: Any) -> None:
+    """An update of a live infrastructure prints its plan before carrying it out."""
+    print_plan(plan, graph, title='update of a live infrastructure')
+    sys.stdout.flush()
 
 
 def print_listing(instances: Dict[str, List[Dict[str, Any]]], *, listips: bool) -> None:
@@ -104,7 +117,8 @@ def command(args: argparse.Namespace) -> int:
         interrupt_on_sigterm()
         result = session.build(args.infra_def, infra_id=args.infra_id,
                                parallelize=True if args.parallelize else None,
-                               parallelism=args.parallelism, report=reporter(PROG))
+                               parallelism=args.parallelism, report=reporter(PROG),
+                               on_plan=print_update_plan)
         print_listing(result.instances, listips=args.listips)
         print(result.graph.infra_id)
         return 0
@@ -118,7 +132,7 @@ def command(args: argparse.Namespace) -> int:
         print(json.dumps(dict(dry.plan.to_json(), levels=dry.graph.levels,
                               edges=[vars(e) for e in dry.graph.edges]), indent=2))
     else:
-        print_plan(dry, given_id=bool(args.infra_id))
+        print_plan(dry.plan, dry.graph, given_id=bool(args.infra_id))
     return 0
 
 

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import json
+import signal
 import sys
-from typing import List, Optional
+import threading
+import time
+from typing import Any, Dict, List, Optional
 
-from occo.cli.common import add_infra_id, make_parser, run
-from occo.errors import NotImplementedYet
+from occo.cli.common import add_infra_id, make_parser, open_session, plural, reporter, run
+from occo.errors import BuildError, LeaseHeld, UsageError
 
 PROG = 'occopus-manage'
 ALIAS = 'occopus-maintain'
@@ -30,15 +34,119 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                              'one line per instance')
     parser.add_argument('-f', '--filter', metavar='NODENAME',
                         help='with --report: only nodes whose name contains NODENAME')
+    parser.add_argument('--format', choices=('text', 'json'), default='text',
+                        help='output format of --report and --list (default: text)')
+    parser.add_argument('--events', action='store_true',
+                        help="print the infrastructure's event stream (who, what, when, why)")
     return parser
 
 
-def command(args: argparse.Namespace) -> int:
-    raise NotImplementedYet('managing infrastructures is not implemented yet in this release')
+def print_list(infras: List[Dict[str, Any]], form: str) -> None:
+    if form == 'json':
+        print(json.dumps(infras, indent=2))
+        return
+    if not infras:
+        print('No active infrastructure!')
+        return
+    print('List of active infrastructures:')
+    rows = [(i['infra_id'], i.get('name', '?'), i.get('state', '?'),
+             ', '.join(f"{n} {c['ready']}/{c['total']}" for n, c in i['nodes'].items()) or '-')
+            for i in infras]
+    widths = [max(len(r[k]) for r in rows + [('INFRA ID', 'NAME', 'STATE', '')]) for k in range(3)]
+    print(f"{'INFRA ID':<{widths[0]}}  {'NAME':<{widths[1]}}  {'STATE':<{widths[2]}}  "
+          'NODES (ready/instances)')
+    for row in rows:
+        print(f'{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}')
+
+
+def print_report(report: Dict[str, Any], args: argparse.Namespace) -> None:
+    nodes = {name: data for name, data in report.items() if not args.filter or args.filter in name}
+    if args.output:
+        print(f'Saving list of node addresses to file "{args.output}"...', file=sys.stderr)
+        with open(args.output, 'w', encoding='utf-8') as stream:
+            for data in nodes.values():
+                for instance in data['instances'].values():
+                    address = instance['resource_address']
+                    stream.write(' '.join(address if isinstance(address, list) else [address]) + '\n')
+        print('Done.', file=sys.stderr)
+        return
+    if args.format == 'json':
+        print(json.dumps(nodes, indent=2))
+        return
+    print('Report list of nodes/instances/addresses:')
+    for name, data in nodes.items():
+        scaling = data['scaling']
+        print(f"{name}: ({scaling['actual']} of target {scaling['target']}; "
+              f"min {scaling['min']}, max {scaling['max']})")
+        for node_id, instance in data['instances'].items():
+            print(f"  {node_id} ({instance['state']}):")
+            address = instance['resource_address']
+            for item in address if isinstance(address, list) else [address]:
+                print(f'    {item}')
+
+
+def print_events(events: List[Dict[str, str]], form: str) -> None:
+    if form == 'json':
+        print(json.dumps(events, indent=2))
+        return
+    for entry in events:
+        when = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(float(entry.get('time', 0))))
+        node = entry.get('node', '')
+        if entry.get('node_id'):
+            node += f"/{entry['node_id'][:8]}"
+        print('  '.join(part for part in (when, entry.get('who', '?'), entry.get('event', '?'),
+                                          node, entry.get('reason', '')) if part))
+
+
+def stop_on_signals(prog: str) -> threading.Event:
+    """Ctrl+C and SIGTERM ask the maintainer to stop after the action under way."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: Any) -> None:
+        if not stop.is_set():
+            print(f'{prog}: stopping after the action under way...', file=sys.stderr)
+        stop.set()
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    return stop
+
+
+def command(args: argparse.Namespace, prog: str) -> int:
+    if args.output and not args.report:
+        raise UsageError('-o/--output goes with -r/--report')
+    session = open_session(prog, args)
+    if not args.infra_id:
+        if args.list:
+            print_list(session.list_infras(), args.format)
+            return 0
+        raise UsageError('No infra_id (-i) specified! (or use -l to list the infrastructures)')
+    if args.events:
+        print_events(session.events(args.infra_id), args.format)
+        return 0
+    if args.report:
+        print_report(session.report(args.infra_id), args)
+        return 0
+    report = reporter(prog)
+    stop = stop_on_signals(prog)
+    parallelize = True if args.parallelize else None
+    if args.cyclic:
+        session.maintain(args.infra_id, interval=args.interval, stop=stop,
+                         parallelize=parallelize, report=report)
+        return 0
+    try:
+        result = session.manage_pass(args.infra_id, parallelize=parallelize, stop=stop, report=report)
+    except LeaseHeld as exc:
+        print(f'{prog}: {exc.message}; not managing it now', file=sys.stderr)
+        return 0
+    if result.failures:
+        raise BuildError(result.failures, note='the next pass tries again')
+    print(f'Managed infrastructure {args.infra_id}: {plural(result.created, "instance")} created, '
+          f'{result.dropped} dropped; {result.state}')
+    return 0
 
 
 def main(argv: Optional[List[str]] = None, prog: str = PROG) -> int:
-    return run(prog, build_parser(prog), command, argv)
+    return run(prog, build_parser(prog), lambda args: command(args, prog), argv)
 
 
 def maintain_main(argv: Optional[List[str]] = None) -> int:

@@ -5,8 +5,8 @@ import argparse
 import sys
 from typing import List, Optional
 
-from occo.cli.common import add_infra_id, make_parser, run
-from occo.errors import NotImplementedYet
+from occo.cli.common import add_infra_id, make_parser, open_session, run
+from occo.errors import OccoError
 
 PROG = 'occopus-scale'
 
@@ -28,8 +28,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _whole(value: str, message: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise OccoError(message) from None
+
+
 def command(args: argparse.Namespace) -> int:
-    raise NotImplementedYet('scaling is not implemented yet in this release')
+    given = [flag for flag, value in (('-c', args.count), ('-s', args.setscale), ('-f', args.filter))
+             if value is not None]
+    if len(given) > 1:
+        raise OccoError(f'Too many arguments: {given[0]} and {given[1]} must not be used at the '
+                        'same time!')
+    if not given:
+        raise OccoError('Too few arguments: at least -c, -s or -f must be specified!')
+    change = target = None
+    if args.count is not None:
+        change = _whole(args.count, 'Positive/negative number must be specified for argument -c!')
+        if change == 0:
+            raise OccoError('Incorrect argument: value for -c must be different from zero!')
+    if args.setscale is not None:
+        target = _whole(args.setscale, 'Positive number must be specified for argument -s!')
+        if target <= 0:
+            raise OccoError('Incorrect argument: value for -s must be greater than zero!')
+    session = open_session(PROG, args)
+    pending = session.scale(args.infra_id, args.node, change=change, target=target,
+                            selector=args.filter)
+    if change is not None and change > 0:
+        print(f"Scaling up node '{args.node}' with {change} instances...")
+    elif change is not None:
+        print(f"Scaling down node '{args.node}' with {-change} instances...")
+    elif target is not None:
+        print(f"Scaling node '{args.node}' to {target} instances...")
+    else:
+        print(f"Scaling down instance(s) of node '{args.node}' filtered by '{args.filter}'...")
+    print(f'Recorded; the next management pass applies it ({pending} request(s) pending).')
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:

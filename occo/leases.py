@@ -1,0 +1,76 @@
+"""Holding the lease of an infrastructure while changing it.
+
+Every operation that changes an infrastructure (a build, a management pass, a destroy) holds
+its lease: a Redis key set with NX and an expiry, renewed in the background while the work
+goes on, carrying a fencing token that every write checks (see :meth:`Store.under`).  A second
+process sees who holds it and steps aside or waits; a process that dies loses the lease when it
+expires, and another can take over.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
+
+from occo.errors import LeaseHeld, OccoError
+from occo.store import WHO, Lease, Store
+
+
+class _Keeper(threading.Thread):
+    """Renews a lease every third of its ttl until stopped."""
+
+    def __init__(self, store: Store, lease: Lease) -> None:
+        super().__init__(name='occo-lease', daemon=True)
+        self.store, self.lease = store, lease
+        self.done = threading.Event()
+        self.lost = False
+
+    def run(self) -> None:
+        while not self.done.wait(self.lease.ttl / 3):
+            try:
+                if not self.store.renew_lease(self.lease):
+                    self.lost = True  # fenced writes will refuse from now on
+                    return
+            except OccoError:
+                pass  # Redis is unreachable: writes fail too; try again at the next tick
+
+
+def acquire(store: Store, infra_id: str, ttl: float, wait: float = 0.0,
+            report: Optional[Callable[[str], None]] = None) -> Lease:
+    """Take the lease, waiting up to ``wait`` seconds for its holder to give it back.
+
+    :raises LeaseHeld: if it is still held after ``wait``.
+    """
+    deadline = time.monotonic() + wait
+    told = False
+    while True:
+        try:
+            return store.acquire_lease(infra_id, WHO, ttl)
+        except LeaseHeld as held:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            if report and not told:
+                report(f'{held.message}; waiting up to {wait:.0f} s for it')
+                told = True
+            time.sleep(min(0.2, left))
+
+
+@contextmanager
+def held(store: Store, infra_id: str, ttl: float, wait: float = 0.0,
+         report: Optional[Callable[[str], None]] = None) -> Iterator[Store]:
+    """Hold the lease of ``infra_id`` for the duration; yields the store with every write to
+    the infrastructure fenced by the lease's token."""
+    lease = acquire(store, infra_id, ttl, wait, report)
+    keeper = _Keeper(store, lease)
+    keeper.start()
+    try:
+        yield store.under(lease)
+    finally:
+        keeper.done.set()
+        keeper.join()
+        try:
+            store.release_lease(lease)
+        except OccoError:
+            pass  # it expires on its own

@@ -320,7 +320,7 @@ class Occopus:
                 raise OccoError(f'Unknown infrastructure: "{infra_id}"')
             old = state['infra']
             record = self._record(graph, nodedefs, path, old.get('created_at') or time.time())
-            summary = dict(self.store.infras().get(infra_id, {}), name=graph.infra_name)
+            summary = dict(self.store.summary(infra_id), name=graph.infra_name)
             store.replace_infra(infra_id, record, summary, reason=f'description from {path}')
             report(f'Updating infrastructure: {infra_id}')
             result = self._pass(store, graph, nodedefs, state, parallelize=parallelize,
@@ -336,7 +336,7 @@ class Occopus:
         store, infra_id = executor.store, executor.infra_id
         failures = executor.drop_all(store.instances(infra_id))
         if failures:
-            store.set_infra_state(infra_id, 'destroy_failed', self.store.infras().get(infra_id, {}),
+            store.set_infra_state(infra_id, 'destroy_failed', self.store.summary(infra_id),
                                   reason=str(failures[0]))
             raise TeardownError(_teardown_message(infra_id, failures))
         store.delete_infra(infra_id)
@@ -395,7 +395,7 @@ class Occopus:
         :raises OccoError: if the infrastructure is unknown.
         """
         report = report or self.warn
-        with held(self.store, check_infra_id(infra_id), self.config.lease_ttl) as store:
+        with held(self.store, check_infra_id(infra_id), self.config.lease_ttl, report=report) as store:
             state = store.load(infra_id)
             if state is None:
                 raise OccoError(f'Unknown infrastructure: "{infra_id}" (occopus-manage -l lists '
@@ -415,7 +415,7 @@ class Occopus:
                           create_timeout=self.config.create_timeout,
                           retry_backoff=self.config.retry_backoff, stop=stop, report=report,
                           on_plan=on_plan)
-        summary = self.store.infras().get(graph.infra_id, {})
+        summary = self.store.summary(graph.infra_id)
         new = dict(summary, name=graph.infra_name, state=result.state, **counts(result.plan))
         if new != summary:
             store.set_infra_state(graph.infra_id, result.state, new,

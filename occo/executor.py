@@ -171,10 +171,16 @@ class Executor:
                 queue.clear()  # start nothing new, let what runs finish
             if stopping and not launched:
                 break  # instances still becoming ready stay pending for the next pass
-            for action in self._launchable(queue, unready, launched, waiting):
-                queue.remove(action)
-                node_id = str(uuid.uuid4())
-                launched[pool.submit(self._create, action.node, node_id)] = (action.node, node_id)
+            starting = self._launchable(queue, unready, launched, waiting)
+            if starting:
+                # Recorded (state creating) before any cloud is asked: a build killed from here
+                # on leaves records that destroy follows to the resources, by their tags.
+                records = [self._creating(action.node) for action in starting]
+                self.store.put_instances(self.infra_id, records)
+                for action, record in zip(starting, records):
+                    queue.remove(action)
+                    future = pool.submit(self._create, record)
+                    launched[future] = (action.node, record['node_id'])
             if queue and not launched and not waiting and not self._launchable(
                     queue, unready, launched, waiting):
                 for action in queue:  # they wait for a node whose instance failed
@@ -336,20 +342,25 @@ class Executor:
         else:
             time.sleep(timeout)
 
-    def _create(self, node: str, node_id: str) -> Dict[str, Any]:
-        """Resolve, record (state creating) and create one instance; runs in a worker."""
-        resolved = self.resolver.resolve(node, node_id)
+    def _creating(self, node: str) -> Dict[str, Any]:
+        """The record of a new instance, before anything is rendered or created: its
+        implementation is chosen (filter, then random) and its cloud known."""
+        index = self.resolver.choose(node)
+        resource = self.resolver.implementation(node, index).resource
+        return {'node_id': str(uuid.uuid4()), 'node': node, 'infra_id': self.infra_id,
+                'state': 'creating', 'implementation': index, 'resource_type': resource['type'],
+                'resource': {'type': resource['type']}, 'instance_id': None, 'addresses': [],
+                'private_address': None, 'created_at': round(time.time(), 3)}
+
+    def _create(self, record: Dict[str, Any]) -> Dict[str, Any]:
+        """Resolve and create one recorded instance; runs in a worker."""
+        node, node_id = record['node'], record['node_id']
+        resolved = self.resolver.resolve(node, node_id, record['implementation'])
         self.runtime.config_manager(resolved.config_manager_type).prepare(
             self.infra_id, node, node_id, resolved.config_management)
         handler = self.runtime.handler(resolved.resource_type)
-        record = {
-            'node_id': node_id, 'node': node, 'infra_id': self.infra_id, 'state': 'creating',
-            'implementation': resolved.implementation, 'resource_type': resolved.resource_type,
-            'resource': resolved.resource, 'config_management': resolved.config_management,
-            'health_check': resolved.health_check, 'instance_id': None, 'addresses': [],
-            'private_address': None, 'created_at': round(time.time(), 3),
-        }
-        self.store.put_instances(self.infra_id, [record])
+        record = dict(record, resource=resolved.resource, health_check=resolved.health_check,
+                      config_management=resolved.config_management)
         created = handler.create(CreateRequest(
             infra_id=self.infra_id, infra_name=self.graph.infra_name, node=node, node_id=node_id,
             resource=resolved.resource, context=resolved.context))

@@ -4,10 +4,13 @@ Every operation that changes an infrastructure (a build, a management pass, a de
 its lease: a Redis key set with NX and an expiry, renewed in the background while the work
 goes on, carrying a fencing token that every write checks (see :meth:`Store.under`).  A second
 process sees who holds it and steps aside or waits; a process that dies loses the lease when it
-expires, and another can take over.
+expires, and another can take over (at once, if the holder is a process of this host that no
+longer runs).
 """
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -36,6 +39,25 @@ class _Keeper(threading.Thread):
                 pass  # Redis is unreachable: writes fail too; try again at the next tick
 
 
+def holder_is_dead(holder: str) -> bool:
+    """True if ``holder`` (host:pid) is a process of this host that no longer runs.  A holder
+    on another host is only ever replaced when its lease expires."""
+    host, _, pid = holder.rpartition(':')
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:  # a zombie has stopped running too
+        with open(f'/proc/{pid}/stat', 'rb') as stream:
+            return stream.read().rsplit(b')', 1)[1].split()[0] == b'Z'
+    except (OSError, IndexError):
+        return False
+
+
 def acquire(store: Store, infra_id: str, ttl: float, wait: float = 0.0,
             report: Optional[Callable[[str], None]] = None) -> Lease:
     """Take the lease, waiting up to ``wait`` seconds for its holder to give it back.
@@ -48,6 +70,10 @@ def acquire(store: Store, infra_id: str, ttl: float, wait: float = 0.0,
         try:
             return store.acquire_lease(infra_id, WHO, ttl)
         except LeaseHeld as held:
+            if holder_is_dead(held.holder) and store.break_lease(infra_id, held.token):
+                if report:
+                    report(f'the lease of {held.holder}, which is no longer running, was taken over')
+                continue
             left = deadline - time.monotonic()
             if left <= 0:
                 raise

@@ -173,6 +173,10 @@ class Resolver:
         """A random implementation among those the node's filter keeps."""
         return self.rng.choice(self.graph.nodes[node].candidates)
 
+    def implementation(self, node: str, index: int) -> Any:
+        """Implementation ``index`` of ``node``'s type (unrendered)."""
+        return self.nodedefs[self.graph.nodes[node].type].implementations[index]
+
     def resolve(self, node: str, node_id: str, index: Optional[int] = None) -> Resolved:
         """Render the templates of implementation ``index`` (chosen at random if None).
 
@@ -180,7 +184,7 @@ class Resolver:
         """
         graph_node = self.graph.nodes[node]
         index = self.choose(node) if index is None else index
-        impl = self.nodedefs[graph_node.type].implementations[index]
+        impl = self.implementation(node, index)
         context = template_context(
             infra_id=self.graph.infra_id, infra_name=self.graph.infra_name,
             user_id=self.graph.user_id, node=graph_node, node_id=node_id, implementation=impl,

@@ -378,6 +378,12 @@ class Store:
             value = self.client.get(infra_key(self.prefix, infra_id))
         return json.loads(value) if value is not None else None
 
+    def summary(self, infra_id: str) -> Dict[str, Any]:
+        """The registry entry of one infrastructure ({} if it has none)."""
+        with self._errors():
+            value = self.client.hget(infras_key(self.prefix), infra_id)
+        return json.loads(value) if value else {}
+
     def infras(self) -> Dict[str, Dict[str, Any]]:
         """The registry: every known infrastructure id with its summary."""
         with self._errors():
@@ -475,7 +481,7 @@ class Store:
         data = json.loads(value)
         if not ok:
             raise LeaseHeld(infra_id, data.get('holder', '?'), float(data.get('since') or 0),
-                            max(0, int(left)) / 1000)
+                            max(0, int(left)) / 1000, int(data.get('token') or 0))
         return Lease(infra_id, int(data['token']), holder, ttl)
 
     def renew_lease(self, lease: Lease) -> bool:
@@ -483,6 +489,11 @@ class Store:
         with self._errors():
             return bool(self._script(_KEEP)(
                 keys=[lease_key(self.prefix, lease.infra_id)], args=[lease.token, int(lease.ttl * 1000)]))
+
+    def break_lease(self, infra_id: str, token: int) -> bool:
+        """Remove a lease whose holder is known to be dead (only if it still has ``token``)."""
+        with self._errors():
+            return bool(self._script(_KEEP)(keys=[lease_key(self.prefix, infra_id)], args=[token, 0]))
 
     def release_lease(self, lease: Lease) -> None:
         """Give ``lease`` back (nothing happens if it is no longer ours)."""

@@ -29,7 +29,7 @@ import socket
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from occo.errors import LeaseHeld, LeaseLost, StoreError
@@ -80,48 +80,30 @@ def infras_key(prefix: str) -> str:
     return f'{prefix}infras'
 
 
-def infra_key(prefix: str, infra_id: str) -> str:
-    return f'{prefix}{{{infra_id}}}:infra'
+def _infra_part(part: str) -> Callable[[str, str], str]:
+    """The builder of one key of an infrastructure: ``<prefix>{<infra_id>}:<part>``."""
+    def build(prefix: str, infra_id: str) -> str:
+        return f'{prefix}{{{infra_id}}}:{part}'
+    build.__name__ = f'{part}_key'
+    return build
 
 
-def instances_key(prefix: str, infra_id: str) -> str:
-    return f'{prefix}{{{infra_id}}}:instances'
-
-
-def targets_key(prefix: str, infra_id: str) -> str:
-    return f'{prefix}{{{infra_id}}}:targets'
-
-
-def failtimes_key(prefix: str, infra_id: str) -> str:
-    return f'{prefix}{{{infra_id}}}:failtimes'
-
-
-def events_key(prefix: str, infra_id: str) -> str:
-    return f'{prefix}{{{infra_id}}}:events'
-
-
-def requests_key(prefix: str, infra_id: str) -> str:
-    return f'{prefix}{{{infra_id}}}:requests'
-
-
-def backoff_key(prefix: str, infra_id: str) -> str:
-    return f'{prefix}{{{infra_id}}}:backoff'
-
-
-def lease_key(prefix: str, infra_id: str) -> str:
-    return f'{prefix}{{{infra_id}}}:lease'
-
-
-def fence_key(prefix: str, infra_id: str) -> str:
-    return f'{prefix}{{{infra_id}}}:fence'
+infra_key = _infra_part('infra')
+instances_key = _infra_part('instances')
+targets_key = _infra_part('targets')
+failtimes_key = _infra_part('failtimes')
+events_key = _infra_part('events')
+requests_key = _infra_part('requests')
+backoff_key = _infra_part('backoff')
+lease_key = _infra_part('lease')
+fence_key = _infra_part('fence')
+_INFRA_KEYS = (infra_key, instances_key, targets_key, failtimes_key, events_key, requests_key,
+               backoff_key, fence_key, lease_key)
 
 
 def infra_keys(prefix: str, infra_id: str) -> List[str]:
-    """Every key that belongs to one infrastructure."""
-    return [infra_key(prefix, infra_id), instances_key(prefix, infra_id),
-            targets_key(prefix, infra_id), failtimes_key(prefix, infra_id),
-            events_key(prefix, infra_id), requests_key(prefix, infra_id),
-            backoff_key(prefix, infra_id), lease_key(prefix, infra_id), fence_key(prefix, infra_id)]
+    """Every key that belongs to one infrastructure (its lease last)."""
+    return [build(prefix, infra_id) for build in _INFRA_KEYS]
 
 
 def dummycloud_key(prefix: str) -> str:
@@ -400,9 +382,7 @@ class Store:
 
     def delete_infra(self, infra_id: str) -> None:
         """Forget an infrastructure: every key of it (its lease too), and its registry entry."""
-        self._apply(infra_id, [['DEL', key] for key in infra_keys(self.prefix, infra_id)
-                               if key != lease_key(self.prefix, infra_id)]
-                    + [['DEL', lease_key(self.prefix, infra_id)]])
+        self._apply(infra_id, [['DEL', key] for key in infra_keys(self.prefix, infra_id)])
         with self._errors():
             self.client.hdel(infras_key(self.prefix), infra_id)
 

@@ -76,6 +76,19 @@ class ResourceStatus:
     reason: Optional[str] = None
 
 
+def find_in_registry(redis: Any, key: str, infra_id: str) -> List[Dict[str, Any]]:
+    """The resources of ``infra_id`` in an emulated cloud's Redis hash (resource id -> JSON
+    with ``infra_id``, ``node_id``, ``node``), as :meth:`ResourceHandler.find` returns them."""
+    import json
+    found = []
+    for resource_id, value in redis.hscan_iter(key, count=1000):
+        resource = json.loads(value)
+        if resource.get('infra_id') == infra_id:
+            found.append({'instance_id': resource_id, 'node_id': resource.get('node_id'),
+                          'node': resource.get('node')})
+    return found
+
+
 class ResourceHandler(Plugin):
     """Base of resource handlers.
 

@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from occo.plugins.resources.base import (
     FAILED, PENDING, RUNNING, SHUTDOWN, CreateRequest, Created, ResourceHandler, ResourceStatus,
-    resource_keys)
+    find_in_registry, resource_keys)
 from occo.schema import Problem, expect_number
 from occo.store import dummycloud_key
 
@@ -113,10 +113,4 @@ class DummyHandler(ResourceHandler):
             self.ctx.redis.hdel(self.key, record['instance_id'])
 
     def find(self, infra_id: str) -> List[Dict[str, Any]]:
-        found = []
-        for resource_id, value in self.ctx.redis.hscan_iter(self.key, count=1000):
-            resource = json.loads(value)
-            if resource.get('infra_id') == infra_id:
-                found.append({'instance_id': resource_id, 'node_id': resource.get('node_id'),
-                              'node': resource.get('node')})
-        return found
+        return find_in_registry(self.ctx.redis, self.key, infra_id)

@@ -32,7 +32,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 from occo.errors import OccoError
 from occo.plugins.resources.base import (
     FAILED, PENDING, RUNNING, SHUTDOWN, CreateRequest, Created, ResourceHandler, ResourceStatus,
-    resource_keys)
+    find_in_registry, resource_keys)
 from occo.schema import Problem, is_template
 from occo.store import localcloud_addresses_key, localcloud_key
 
@@ -233,13 +233,7 @@ class LocalHandler(ResourceHandler):
         pipe.execute()
 
     def find(self, infra_id: str) -> List[Dict[str, Any]]:
-        found = []
-        for resource_id, value in self.ctx.redis.hscan_iter(self.key, count=1000):
-            local = json.loads(value)
-            if local.get('infra_id') == infra_id:
-                found.append({'instance_id': resource_id, 'node_id': local.get('node_id'),
-                              'node': local.get('node')})
-        return found
+        return find_in_registry(self.ctx.redis, self.key, infra_id)
 
 
 # -- processes -------------------------------------------------------------------------------

@@ -60,6 +60,8 @@ class Bench:
 
     def __exit__(self, *exc: object) -> None:
         self.server.stop()
+        import shutil
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def run(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(list(args), env=self.env, capture_output=True, text=True)

@@ -29,6 +29,12 @@ web="$(awk '/^web:/ {getline; getline; print $1; exit}' "$out")"
 step "The web node answers at http://$web:8080/ with what it fetched from the backend node:"
 python -c "import urllib.request; print(urllib.request.urlopen('http://$web:8080/', timeout=10).read().decode())"
 
+step "occopus-manage -i $infra_id -r   (live state of every instance, health checks included)"
+occopus-manage -i "$infra_id" -r
+
+step "occopus-manage -i $infra_id   (one management pass: nothing to heal)"
+occopus-manage -i "$infra_id"
+
 step "occopus-destroy -i $infra_id"
 occopus-destroy -i "$infra_id"
 

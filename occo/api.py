@@ -14,12 +14,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
+from occo import plugins
 from occo.compiler import InfraGraph, compile_infra
 from occo.config import AuthData, Config
 from occo.descriptions.infra import InfraDescription, load_infra_description
 from occo.descriptions.nodedefs import NodeDefinition, load_node_definitions
-from occo.errors import (BuildError, DescriptionError, LeaseHeld, OccoError, TeardownError,
-                         UsageError)
+from occo.errors import (BuildError, DescriptionError, LeaseHeld, NotImplementedYet, OccoError,
+                         TeardownError, UsageError)
 from occo.executor import Executor, Failure, describe_error, uninterruptible
 from occo.leases import held
 from occo.maintenance import PassResult, observe, run_pass
@@ -219,6 +220,8 @@ class Occopus:
 
         :raises TemplateError: naming the node, section and line of a template that fails.
         """
+        if infra_id is not None:
+            check_infra_id(infra_id)
         graph, nodedefs = self.compile(self.load_description(path), infra_id)
         book = placeholder_addresses(graph, addresses or {})
         book.warn = self.warn
@@ -270,6 +273,7 @@ class Occopus:
                 return self.update(path, infra_id, parallelize=parallelize,
                                    parallelism=parallelism, report=report, on_plan=on_plan)
         graph, nodedefs = self.compile(self.load_description(path), infra_id)
+        check_buildable(graph, nodedefs)
         now = round(time.time(), 3)
         summary = {'name': graph.infra_name, 'namespace': self.config.namespace,
                    'user_id': graph.user_id, 'created_at': now, 'state': 'building'}
@@ -313,6 +317,7 @@ class Occopus:
         """
         report = report or self.warn
         graph, nodedefs = self.compile(self.load_description(path), infra_id)
+        check_buildable(graph, nodedefs)
         with held(self.store, infra_id, self.config.lease_ttl, wait=self.config.lease_ttl,
                   report=report) as store:
             state = store.load(infra_id)
@@ -395,7 +400,8 @@ class Occopus:
         :raises OccoError: if the infrastructure is unknown.
         """
         report = report or self.warn
-        with held(self.store, check_infra_id(infra_id), self.config.lease_ttl, report=report) as store:
+        self._known(check_infra_id(infra_id))  # no lease (nor key) for an unknown id
+        with held(self.store, infra_id, self.config.lease_ttl, report=report) as store:
             state = store.load(infra_id)
             if state is None:
                 raise OccoError(f'Unknown infrastructure: "{infra_id}" (occopus-manage -l lists '
@@ -541,6 +547,24 @@ class Occopus:
         """The event stream of an infrastructure, oldest first."""
         self._known(check_infra_id(infra_id))
         return self.store.events(infra_id, count)
+
+
+def check_buildable(graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition]) -> None:
+    """:raises NotImplementedYet: before anything is created, if a node could get an
+    implementation this release cannot build (a cloud or config manager that is only checked,
+    planned and rendered so far); a filter can choose the buildable ones."""
+    for node in graph.nodes.values():
+        for index in node.candidates:
+            impl = nodedefs[node.type].implementations[index]
+            for group, name in ((plugins.RESOURCES, impl.resource_type),
+                                (plugins.CONFIG_MANAGERS, impl.config_manager_type)):
+                cls = plugins.plugin_class(group, name)
+                if not getattr(cls, 'buildable', False):
+                    raise NotImplementedYet(
+                        f"node '{node.name}': implementation #{index} of '{node.type}' uses "
+                        f'{cls.describe()}, which can be checked, planned and rendered but not yet '
+                        'built in this release (a filter can choose another implementation)',
+                        source=graph.source, line=node.line)
 
 
 def resources_of(graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition]

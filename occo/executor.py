@@ -50,7 +50,10 @@ class Failure:
 
     def __str__(self) -> str:
         instance = f' (instance {self.node_id[:8]})' if self.node_id else ''
-        return f"node '{self.node}'{instance}: {self.reason}"
+        reason = self.reason
+        if reason.startswith(f"node '{self.node}': "):
+            reason = reason[len(f"node '{self.node}': "):]
+        return f"node '{self.node}'{instance}: {reason}"
 
 
 def describe_error(exc: BaseException) -> str:
@@ -167,10 +170,13 @@ class Executor:
             events: List[Dict[str, str]] = []
             progressed = False
             stopping = stop is not None and stop.is_set()
-            if stopping or (failures and fail_fast):
-                queue.clear()  # start nothing new, let what runs finish
-            if stopping and not launched:
-                break  # instances still becoming ready stay pending for the next pass
+            giving_up = bool(failures) and fail_fast
+            if stopping or giving_up:
+                queue.clear()  # start nothing new, let the cloud calls under way finish
+            if (stopping or giving_up) and not launched:
+                # Whatever is still becoming ready stays pending: the next pass (stop) watches
+                # it, or the caller's rollback (a failed build) drops it; no reason to wait.
+                break
             starting = self._launchable(queue, unready, launched, waiting)
             if starting:
                 # Recorded (state creating) before any cloud is asked: a build killed from here
@@ -378,9 +384,7 @@ class Executor:
         return self.runtime.config_manager(cm_type).ready(record)
 
     def _needs_health_check(self, waiter: _Waiter) -> bool:
-        check = waiter.health_check
-        return self.health_checks and bool(
-            check.get('ping', True) or check.get('ports') or check.get('urls') or check.get('mysqldbs'))
+        return self.health_checks and health.has_checks(waiter.record, waiter.handler)
 
     def _check_health(self, record: Mapping[str, Any], section: Mapping[str, Any]) -> Optional[str]:
         variables = self.graph.nodes[record['node']].variables

@@ -86,6 +86,16 @@ class HealthCheckError(Exception):
     """A check that can never pass as configured (e.g. ping is not installed)."""
 
 
+def has_checks(record: Mapping[str, Any], handler: Any) -> bool:
+    """True if an instance has health checks to run: some are configured (ping is on by
+    default) and its cloud's addresses are real (an emulated cloud's are never contacted)."""
+    if getattr(handler, 'fake_addresses', False):
+        return False
+    check = record.get('health_check') or {}
+    return bool(check.get('ping', True) or check.get('ports') or check.get('urls')
+                or check.get('mysqldbs'))
+
+
 def check_instance(section: Mapping[str, Any], address: str, render: Any) -> Optional[str]:
     """Run the checks of a ``health_check`` section against ``address``, lazily, in the
     original's order (ping, ports, urls, mysqldbs).  Returns ``None`` if all pass, else why

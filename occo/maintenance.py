@@ -97,7 +97,7 @@ def observe(executor: Executor, instances: Mapping[str, Dict[str, Any]],
                 if now - (record.get('created_at') or now) > limit:
                     seen.verdicts[record['node_id']] = f'not ready after {limit:.0f} s'
             elif status.state == RUNNING:
-                if health_checks and _has_checks(record):
+                if health_checks and health.has_checks(record, runtime.handler(resource_type)):
                     to_check.append(changed)
                 elif record.get('state') != 'ready':
                     changed.update(state='ready', ready_at=round(now, 3))
@@ -108,11 +108,6 @@ def observe(executor: Executor, instances: Mapping[str, Dict[str, Any]],
     for node_id in seen.verdicts:
         seen.updated.pop(node_id, None)
     return seen
-
-
-def _has_checks(record: Mapping[str, Any]) -> bool:
-    check = record.get('health_check') or {}
-    return bool(check.get('ping', True) or check.get('ports') or check.get('urls') or check.get('mysqldbs'))
 
 
 def _check_health(executor: Executor, records: List[Dict[str, Any]],

@@ -313,3 +313,56 @@ def test_parallel_build_starts_a_node_when_its_own_dependencies_are_ready(occo, 
     assert order.index(('d', 'ready')) < order.index(('a', 'ready'))
     assert occo.run('occopus-destroy', '-i', 'nobarrier', '--parallelize').returncode == 0
     assert_gone(occo, 'nobarrier')
+
+
+# -- what cannot be built, and what must not be waited for or contacted ----------------------------
+
+def test_a_cloud_that_cannot_be_built_yet_is_refused_before_anything_is_created(occo, tmp_path):
+    write(tmp_path, {'nodes.yaml': "'node_def:vm':\n  - resource: {type: ec2, endpoint: 'https://ec2.x', "
+                                   'regionname: r, image_id: i, instance_type: t}\n',
+                     'infra.yaml': 'infra_name: t\nuser_id: u\nnodes: [{name: vm, type: vm}]\n'})
+    import_ok(occo, tmp_path / 'nodes.yaml')
+    before = occo.snapshot()
+    result = occo.run('occopus-build', tmp_path / 'infra.yaml')
+    assert result.returncode == 2
+    assert result.stderr == (f"occopus-build: error: {tmp_path}/infra.yaml:3: node 'vm': implementation "
+                             "#0 of 'vm' uses resource type 'ec2', which can be checked, planned and "
+                             'rendered but not yet built in this release (a filter can choose another '
+                             'implementation)\n')
+    assert occo.snapshot() == before
+
+
+def test_a_failed_build_does_not_wait_for_instances_still_booting(occo, tmp_path):
+    folder = dummy_infra(tmp_path, 2, boot_time=60, bad={0}, bad_reason='fail_rate: 1')
+    (folder / 'nodes.yaml').write_text((folder / 'nodes.yaml').read_text().replace(
+        'boot_time: 60, fail_rate: 1', 'boot_time: 0, fail_rate: 1'))
+    import_ok(occo, folder / 'nodes.yaml')
+    started = time.monotonic()
+    result = occo.run('occopus-build', '--parallelize', '-i', 'fast-fail', folder / 'infra.yaml')
+    assert result.returncode == 1
+    assert time.monotonic() - started < 15, 'the rollback waited for the booting instance'
+    assert_gone(occo, 'fast-fail')
+
+
+def test_dummy_addresses_are_never_health_checked(occo, tmp_path):
+    write(tmp_path, {'nodes.yaml': "'node_def:d':\n  - resource: {type: dummy, create_timeout: 5}\n",
+                     'infra.yaml': 'infra_name: t\nuser_id: u\nnodes: [{name: d, type: d}]\n'})
+    import_ok(occo, tmp_path / 'nodes.yaml')  # ping is on by default, but 198.18.x.y is fake
+    result = occo.run('occopus-build', '-i', 'fake', tmp_path / 'infra.yaml',
+                      env={'OCCOPUS_HEALTH_CHECKS': '1'})
+    assert built_id(result) == 'fake'
+    assert occo.run('occopus-destroy', '-i', 'fake').returncode == 0
+
+
+def test_local_backend_warnings_use_the_command_format(occo, tmp_path):
+    write(tmp_path, {'nodes.yaml': "'node_def:l':\n  - resource: {type: local}\n"
+                                   '    contextualisation:\n      type: cloudinit\n'
+                                   '      context_template: {packages: [nginx], runcmd: [echo ok]}\n'
+                                   '    health_check: {ping: false}\n',
+                     'infra.yaml': 'infra_name: t\nuser_id: u\nnodes: [{name: l, type: l}]\n'})
+    import_ok(occo, tmp_path / 'nodes.yaml')
+    result = occo.run('occopus-build', '-i', 'warned', tmp_path / 'infra.yaml')
+    assert built_id(result) == 'warned'
+    assert ("occopus-build: warning: local: node 'l': cloud-config keys ignored by the local "
+            'backend: packages\n') in result.stderr
+    assert occo.run('occopus-destroy', '-i', 'warned').returncode == 0

@@ -435,3 +435,10 @@ def test_an_instance_failing_its_health_checks_past_the_timeout_is_replaced(occo
     assert new['node_id'] != old['node_id'] and new['state'] == 'ready'
     assert processes_of(f"OCCOPUS_NODE_ID={old['node_id']}") == []
     assert occo.run('occopus-destroy', '-i', 'h').returncode == 0
+
+
+def test_managing_an_unknown_id_leaves_nothing_behind(occo):
+    before = occo.snapshot()
+    result = occo.run('occopus-manage', '-i', 'nope')
+    assert result.returncode == 1 and 'Unknown infrastructure: "nope"' in result.stderr
+    assert occo.snapshot() == before

@@ -24,8 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_infra_id(parser, required=False,
                  help='use INFRA_ID as the identifier; if it exists, update it to the description')
     parser.add_argument('--parallelism', type=int, metavar='N',
-                        help='with --parallelize: at most N cloud calls at once (default: 10, or '
-                             'the configuration)')
+                        help='at most N cloud calls at once (implies --parallelize; default: 10, '
+                             'or the configuration)')
     parser.add_argument('--dry-run', action='store_true',
                         help='check the description against the imported node definitions and '
                              'print the plan; nothing is created or stored')
@@ -116,7 +116,7 @@ def command(args: argparse.Namespace) -> int:
     if not args.dry_run:
         interrupt_on_sigterm()
         result = session.build(args.infra_def, infra_id=args.infra_id,
-                               parallelize=True if args.parallelize else None,
+                               parallelize=True if args.parallelize or args.parallelism else None,
                                parallelism=args.parallelism, report=reporter(PROG),
                                on_plan=print_update_plan)
         print_listing(result.instances, listips=args.listips)

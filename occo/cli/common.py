@@ -44,11 +44,27 @@ def warn(prog: str, message: str) -> None:
     print(f'{prog}: warning: {one_line(message)}', file=sys.stderr)
 
 
+def _log_warnings(prog: str) -> None:
+    """Warnings logged by the library and plugins appear as ``<prog>: warning: ...``."""
+    import logging
+
+    class OneLine(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return f'{prog}: {record.levelname.lower()}: {one_line(record.getMessage())}'
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLine())
+    logger = logging.getLogger('occo')
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+
+
 def run(prog: str, parser: argparse.ArgumentParser, command: Callable[[argparse.Namespace], int],
         argv: Optional[List[str]] = None) -> int:
     """Parse ``argv``, run ``command`` and turn every failure into a one-line message and an
     exit code (1 error, 2 usage or not implemented, 130 interrupted); never a traceback."""
     args = parser.parse_args(argv)
+    _log_warnings(prog)
     try:
         return command(args)
     except OccoError as exc:

@@ -9,6 +9,9 @@ from occo.plugins.base import Plugin
 class ConfigManager(Plugin):
     """Base of config managers: by default nothing to do and always done."""
 
+    #: Whether instances using it can be built in this release.
+    buildable = True
+
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
 

@@ -10,6 +10,7 @@ from occo.schema import KeySchema, Problem, expect_list
 
 class ChefConfigManager(ConfigManager):
     type = 'chef'
+    buildable = False
     keys = KeySchema(required=('endpoint', 'run_list'))
 
     @classmethod

@@ -39,7 +39,11 @@ class DockerContext(Context):
             try:
                 loaded = yaml.safe_load(text) if isinstance(text, str) else text
             except yaml.YAMLError as exc:
-                raise TemplateError(f'context_variables: rendered text is not YAML: {exc}') from None
+                mark = getattr(exc, 'problem_mark', None)
+                where = f' at line {mark.line + 1}' if mark else ''
+                problem = getattr(exc, 'problem', None) or 'invalid YAML'
+                raise TemplateError(f'context_variables: the rendered text is not valid YAML'
+                                    f'{where}: {problem}') from None
             if not isinstance(loaded, Mapping):
                 raise TemplateError('context_variables must render to a mapping of names to values')
             extra = dict(loaded)

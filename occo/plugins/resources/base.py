@@ -98,6 +98,11 @@ class ResourceHandler(Plugin):
     """
 
     contexts: ClassVar[Tuple[str, ...]] = VM_CONTEXTS
+    #: Whether this handler can create resources in this release (others are checked,
+    #: planned and rendered only).
+    buildable: ClassVar[bool] = False
+    #: True for emulated clouds whose addresses are made up: health checks never contact them.
+    fake_addresses: ClassVar[bool] = False
 
     def __init__(self, ctx: HandlerContext) -> None:
         self.ctx = ctx

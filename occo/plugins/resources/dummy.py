@@ -48,6 +48,8 @@ def _fake_address(resource_id: str, network: int) -> str:
 class DummyHandler(ResourceHandler):
     type = 'dummy'
     contexts = ('cloudinit', 'docker', 'basic')
+    buildable = True
+    fake_addresses = True
     keys = resource_keys(optional=('boot_time', 'create_time', 'fail_rate', 'name'))
 
     @classmethod

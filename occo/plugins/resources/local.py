@@ -46,6 +46,7 @@ KEPT_ENVIRONMENT = ('PATH', 'LANG', 'LC_ALL', 'TZ', 'TMPDIR')
 
 class LocalHandler(ResourceHandler):
     type = 'local'
+    buildable = True
     keys = resource_keys(optional=('address', 'name'))
 
     @classmethod

@@ -34,7 +34,7 @@ def main() -> None:
         infra_id = built.stdout.strip().splitlines()[-1]
         result = bench.measure(command('occopus-manage'), '-i', infra_id)
         assert result['exit_code'] == 0, result['stderr'][-2000:]
-        assert '0 instances created, 0 dropped; ready' in result['stdout'], result['stdout']
+        assert '0 instances created (0 ready), 0 dropped; ready' in result['stdout'], result['stdout']
         stats = bench.redis.info('commandstats')
     print(json.dumps({
         'benchmark': 'manage_pass', 'instances': nodes * PER_NODE, 'nodes': nodes,

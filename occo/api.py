@@ -19,8 +19,8 @@ from occo.compiler import InfraGraph, compile_infra
 from occo.config import AuthData, Config
 from occo.descriptions.infra import InfraDescription, load_infra_description
 from occo.descriptions.nodedefs import NodeDefinition, load_node_definitions
-from occo.errors import (BuildError, DescriptionError, LeaseHeld, NotImplementedYet, OccoError,
-                         TeardownError, UsageError)
+from occo.errors import (BuildError, DescriptionError, LeaseHeld, LeaseLost, NotImplementedYet,
+                         OccoError, TeardownError, UsageError)
 from occo.executor import Executor, Failure, describe_error, uninterruptible
 from occo.leases import held
 from occo.maintenance import PassResult, observe, run_pass
@@ -278,25 +278,29 @@ class Occopus:
         summary = {'name': graph.infra_name, 'namespace': self.config.namespace,
                    'user_id': graph.user_id, 'created_at': now, 'state': 'building'}
         targets = {name: node.scaling.min for name, node in graph.nodes.items()}
-        if not self.store.create_infra(graph.infra_id, self._record(graph, nodedefs, path, now),
-                                       summary, targets):
-            raise OccoError(f'infrastructure {graph.infra_id} already exists')
-        report(f'Submitted infrastructure: {graph.infra_id}')
         plan = make_plan(graph, resources_of(graph, nodedefs))
         with held(self.store, graph.infra_id, self.config.lease_ttl) as store:
-            executor = self._executor(store, graph, nodedefs, parallelize, parallelism, report)
+            if not store.create_infra(graph.infra_id, self._record(graph, nodedefs, path, now),
+                                      summary, targets):
+                raise OccoError(f'infrastructure {graph.infra_id} already exists')
             try:
+                report(f'Submitted infrastructure: {graph.infra_id}')
+                executor = self._executor(store, graph, nodedefs, parallelize, parallelism, report)
                 executor.create_all(plan.creates)
+                store.set_infra_state(graph.infra_id, 'ready', dict(summary, **counts(plan)))
+                return BuildResult(graph, group_instances(graph, store.instances(graph.infra_id)))
             except BaseException as exc:
+                if store.lost.is_set():  # another process owns it now: not ours to tear down
+                    raise LeaseLost(f'lost the lease on infrastructure {graph.infra_id} to another '
+                                    'process, which manages it from now on') from None
                 report('Interrupted: tearing down what was built, then exiting'
                        if not isinstance(exc, Exception) else
                        f'Error occurred ({exc}), tearing down the infrastructure')
                 with uninterruptible(report):
-                    self._tear_down(executor, report)
+                    self._tear_down(self._executor(store, graph, nodedefs, parallelize,
+                                                   parallelism, report), report)
                 report('The partially built infrastructure has been torn down.')
                 raise
-            store.set_infra_state(graph.infra_id, 'ready', dict(summary, **counts(plan)))
-            return BuildResult(graph, group_instances(graph, store.instances(graph.infra_id)))
 
     def _record(self, graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition], source: str,
                 created_at: float) -> Dict[str, Any]:
@@ -339,7 +343,7 @@ class Occopus:
         """Drop every instance of the infrastructure and forget it; if some cannot be dropped,
         keep their records (and the infrastructure) so that destroy can try again."""
         store, infra_id = executor.store, executor.infra_id
-        failures = executor.drop_all(store.instances(infra_id))
+        failures = executor.drop_all(store.instances(infra_id), everything=True)
         if failures:
             store.set_infra_state(infra_id, 'destroy_failed', self.store.summary(infra_id),
                                   reason=str(failures[0]))
@@ -370,6 +374,8 @@ class Occopus:
     def _known(self, infra_id: str) -> Dict[str, Any]:
         record = self.store.infra(infra_id)
         if record is None:
+            if self.store.summary(infra_id):
+                self.store.forget(infra_id)  # only a stale registry entry was left of it
             raise OccoError(f'Unknown infrastructure: "{infra_id}" (occopus-manage -l lists the '
                             'known ones)')
         return record
@@ -385,8 +391,13 @@ class Occopus:
         nodedefs = {name: NodeDefinition.from_json(current[name]) if name in current else stored[name]
                     for name in types if name in current or name in stored}
         for node in graph.nodes.values():
-            if node.type in nodedefs:
-                node.candidates = nodedefs[node.type].matching(node.filter) or node.candidates
+            candidates = nodedefs[node.type].matching(node.filter) if node.type in nodedefs else []
+            if not candidates and node.type in stored:
+                self.warn(f"node '{node.name}': the imported definition of '{node.type}' no longer "
+                          'matches its filter; using the one it was built with')
+                nodedefs[node.type] = stored[node.type]
+                candidates = stored[node.type].matching(node.filter)
+            node.candidates = candidates
         return graph, nodedefs
 
     # -- management ---------------------------------------------------------------------------
@@ -483,7 +494,10 @@ class Occopus:
             request.update(kind=DOWN, count=-change)
         else:
             raise UsageError('a scaling request needs a change, a target or a selector')
-        return self.store.add_request(infra_id, request)
+        pending = self.store.add_request(infra_id, request)
+        if not pending:
+            raise OccoError(f'Unknown infrastructure: "{infra_id}" (it was destroyed just now)')
+        return pending
 
     # -- reports -------------------------------------------------------------------------------
 
@@ -493,6 +507,8 @@ class Occopus:
         instances = self.store.load_many(sorted(registry))
         result = []
         for infra_id, summary in sorted(registry.items(), key=lambda kv: kv[1].get('created_at', 0)):
+            if instances[infra_id] is None:
+                continue  # a registry entry outliving its record (a crash mid-destroy)
             nodes: Dict[str, Dict[str, int]] = {}
             for record in instances[infra_id].values():
                 entry = nodes.setdefault(record.get('node', '?'), {'ready': 0, 'total': 0})

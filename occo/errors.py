@@ -78,13 +78,14 @@ class StoreError(OccoError):
 class LeaseHeld(OccoError):
     """Another process is changing the infrastructure right now."""
 
-    def __init__(self, infra_id: str, holder: str, since: float, left: float, token: int = 0) -> None:
+    def __init__(self, infra_id: str, holder: str, since: float, left: float, token: int = 0,
+                 namespace: str = '') -> None:
         import time
         ago = max(0, time.time() - since) if since else 0
         super().__init__(f'infrastructure {infra_id} is being changed by {holder} (for {ago:.0f} s; '
                          f'its lease runs out in {left:.0f} s unless renewed)')
         self.infra_id, self.holder, self.since, self.left = infra_id, holder, since, left
-        self.token = token
+        self.token, self.namespace = token, namespace
 
 
 class LeaseLost(OccoError):

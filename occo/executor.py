@@ -23,12 +23,12 @@ from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from occo import health
-from occo.errors import BuildError, OccoError
+from occo import health, plugins
+from occo.errors import BuildError, LeaseLost, OccoError
 from occo.plugins.resources.base import FAILED, RUNNING, SHUTDOWN, CreateRequest
-from occo.resolution import Address, Resolver, health_context
+from occo.resolution import Address, Resolver
 from occo.runtime import Runtime
 from occo.store import event
 
@@ -132,11 +132,14 @@ class Executor:
         self.parallelism = max(1, parallelism) if parallel else 1
         self.report = report
         self.health_checks = runtime.config.health_checks
+        self.created = 0  # resources the clouds made (whether or not they became ready)
+        self._count = threading.Lock()
 
     # -- creating --------------------------------------------------------------------------
 
     def create_all(self, creates: Sequence[Any], *, fail_fast: bool = True,
-                   stop: Optional[threading.Event] = None) -> List[Dict[str, Any]]:
+                   stop: Optional[threading.Event] = None,
+                   watch: Sequence[Dict[str, Any]] = ()) -> List[Dict[str, Any]]:
         """Create one instance per action of ``creates`` (plan order) and wait until each is
         ready; returns the ready instance records.
 
@@ -145,24 +148,30 @@ class Executor:
             (a management pass).
         :param stop: once set, start nothing more, let the cloud calls under way finish, and
             return without waiting for instances to become ready (they stay ``pending``).
+        :param watch: records of instances created earlier and not ready yet: they are waited
+            for like new ones, and their nodes' dependents wait for them.
         :raises BuildError: listing every instance that failed (and actions skipped because
             they wait for one); what was created is left for the caller to drop or keep.
         """
         pool = ThreadPoolExecutor(self.parallelism, thread_name_prefix='occo-create')
         checks = ThreadPoolExecutor(HEALTH_POOL, thread_name_prefix='occo-health')
         try:
-            return self._run(deque(creates), pool, checks, fail_fast, stop)
+            return self._run(deque(creates), pool, checks, fail_fast, stop, watch)
         finally:
-            with uninterruptible(self.report):
-                pool.shutdown(wait=True, cancel_futures=True)
-                checks.shutdown(wait=False, cancel_futures=True)
+            checks.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)  # cloud calls under way end first
 
     def _run(self, queue: deque, pool: ThreadPoolExecutor, checks: ThreadPoolExecutor,
-             fail_fast: bool, stop: Optional[threading.Event]) -> List[Dict[str, Any]]:
+             fail_fast: bool, stop: Optional[threading.Event],
+             watch: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
         unready = Counter(action.node for action in queue)
         launched: Dict[Future, Any] = {}
         waiting: Dict[str, _Waiter] = {}
+        for record in watch:
+            unready[record['node']] += 1
+            waiting[record['node_id']] = self._waiter(dict(record), time.monotonic())
         failures: List[Failure] = []
+        failed_nodes: set = set()
         ready: List[Dict[str, Any]] = []
         while queue or launched or waiting:
             now = time.monotonic()
@@ -177,6 +186,15 @@ class Executor:
                 # Whatever is still becoming ready stays pending: the next pass (stop) watches
                 # it, or the caller's rollback (a failed build) drops it; no reason to wait.
                 break
+            doomed = [a for a in queue if any(d in failed_nodes for d in a.depends_on)]
+            while doomed:  # they wait for a node whose instance failed: never startable
+                for action in doomed:
+                    queue.remove(action)
+                    failed_nodes.add(action.node)
+                    broken = ', '.join(d for d in action.depends_on if d in failed_nodes)
+                    failures.append(Failure(action.node, None, f'not created: it depends on '
+                                            f'{broken}, whose instance could not be made ready'))
+                doomed = [a for a in queue if any(d in failed_nodes for d in a.depends_on)]
             starting = self._launchable(queue, unready, launched, waiting)
             if starting:
                 # Recorded (state creating) before any cloud is asked: a build killed from here
@@ -187,13 +205,6 @@ class Executor:
                     queue.remove(action)
                     future = pool.submit(self._create, record)
                     launched[future] = (action.node, record['node_id'])
-            if queue and not launched and not waiting and not self._launchable(
-                    queue, unready, launched, waiting):
-                for action in queue:  # they wait for a node whose instance failed
-                    failures.append(Failure(action.node, None, 'not created: it depends on '
-                                            f"{', '.join(d for d in action.depends_on if unready[d])}, "
-                                            'which could not be made ready'))
-                queue.clear()
 
             for future in [f for f in launched if f.done()]:
                 node, node_id = launched.pop(future)
@@ -203,15 +214,11 @@ class Executor:
                 except Exception as exc:  # noqa: BLE001 - a plugin or template failure
                     failure = Failure(node, node_id, describe_error(exc))
                     failures.append(failure)
+                    failed_nodes.add(node)
                     events.append(event('node_failed', node, node_id, failure.reason))
                     self.report(f'{node}/{node_id[:8]}: failed: {failure.reason}')
                     continue
-                timeout = float(record['resource'].get('create_timeout')
-                                or self.runtime.config.create_timeout)
-                waiting[node_id] = _Waiter(
-                    record, self.runtime.handler(record['resource_type']), started=now,
-                    deadline=now + timeout, timeout=timeout, next_poll=now,
-                    health_check=record.get('health_check') or {})
+                waiting[node_id] = self._waiter(record, now)
                 self.report(f"{node}/{node_id[:8]}: created {record['instance_id']} on "
                             f"{record['resource_type']}; waiting for it to become ready")
 
@@ -232,6 +239,7 @@ class Executor:
                 else:
                     record.update(state='failed', error=reason)
                     failures.append(Failure(record['node'], record['node_id'], reason))
+                    failed_nodes.add(record['node'])
                     events.append(event('node_failed', record['node'], record['node_id'], reason))
                     self.report(f"{record['node']}/{record['node_id'][:8]}: failed: {reason}")
                 writes.append(record)
@@ -239,10 +247,9 @@ class Executor:
             for waiter in [w for w in waiting.values() if w.checking and w.checking.done()]:
                 progressed = True
                 outcome, waiter.checking = waiter.checking, None
-                try:
-                    reason = outcome.result()
-                except health.HealthCheckError as exc:
-                    finish(waiter, str(exc))
+                reason, never = outcome.result()
+                if never:
+                    finish(waiter, reason)
                     continue
                 if reason is None:
                     finish(waiter, None)
@@ -311,15 +318,26 @@ class Executor:
                         f'{now - waiter.started:.0f} s: {waiter.last_reason}')
             waiter.told, waiter.told_at = waiter.last_reason, now
 
+    def _waiter(self, record: Dict[str, Any], now: float) -> _Waiter:
+        """Watch a created instance until it is ready, within its create timeout (counted from
+        its creation)."""
+        timeout = float(record['resource'].get('create_timeout') or self.runtime.config.create_timeout)
+        age = max(0.0, time.time() - (record.get('created_at') or time.time()))
+        return _Waiter(record, self.runtime.handler(record['resource_type']), started=now - age,
+                       deadline=now - age + timeout, timeout=timeout, next_poll=now,
+                       health_check=record.get('health_check') or {})
+
     def _launchable(self, queue: deque, unready: Counter, launched: Mapping[Future, Any],
                     waiting: Mapping[str, _Waiter]) -> List[Any]:
-        """The actions to start now.  Sequential: the head of the queue once nothing else is in
-        flight.  Parallel: every action whose own dependencies are ready, up to the free
+        """The actions to start now.  Sequential: the first startable one once nothing else is
+        in flight.  Parallel: every action whose own dependencies are ready, up to the free
         slots (waiting instances hold none)."""
         def ready(action: Any) -> bool:
             return not any(unready[dependee] for dependee in action.depends_on)
-        if not self.parallel:
-            return [queue[0]] if queue and not launched and not waiting and ready(queue[0]) else []
+        if not self.parallel:  # one at a time, in plan order
+            if launched or waiting:
+                return []
+            return next(([action] for action in queue if ready(action)), [])
         free = self.parallelism - len(launched)
         chosen: List[Any] = []
         blocked = set()
@@ -367,6 +385,7 @@ class Executor:
         handler = self.runtime.handler(resolved.resource_type)
         record = dict(record, resource=resolved.resource, health_check=resolved.health_check,
                       config_management=resolved.config_management)
+        self._check_lease()
         created = handler.create(CreateRequest(
             infra_id=self.infra_id, infra_name=self.graph.infra_name, node=node, node_id=node_id,
             resource=resolved.resource, context=resolved.context))
@@ -374,9 +393,26 @@ class Executor:
                       addresses=list(created.addresses), private_address=created.private_address)
         if created.extra:
             record['extra'] = created.extra
-        self.store.put_instances(self.infra_id, [record], [
-            event('node_created', node, node_id, f'{resolved.resource_type} {created.instance_id}')])
+        with self._count:
+            self.created += 1
+        try:
+            self.store.put_instances(self.infra_id, [record], [
+                event('node_created', node, node_id, f'{resolved.resource_type} {created.instance_id}')])
+        except BaseException:
+            # Not recorded (the lease was lost, Redis went away...): never leave it untraceable.
+            try:
+                handler.drop(record)
+            except Exception:  # noqa: BLE001 - still tagged: destroy finds it
+                pass
+            raise
         return record
+
+    def _check_lease(self) -> None:
+        """:raises LeaseLost: if our lease ran out (another process owns the infrastructure
+        now): no cloud may be called on its behalf any more."""
+        lost = getattr(self.store, 'lost', None)
+        if lost is not None and lost.is_set():
+            raise LeaseLost('the lease on this infrastructure is no longer ours')
 
     def _configured(self, waiter: _Waiter) -> bool:
         record = waiter.record
@@ -386,61 +422,82 @@ class Executor:
     def _needs_health_check(self, waiter: _Waiter) -> bool:
         return self.health_checks and health.has_checks(waiter.record, waiter.handler)
 
-    def _check_health(self, record: Mapping[str, Any], section: Mapping[str, Any]) -> Optional[str]:
-        variables = self.graph.nodes[record['node']].variables
-        context = health_context(record, variables)
-        from occo import templates
-
-        def render(text: str) -> str:
-            return templates.render(text, context, what=f"node '{record['node']}': health_check")
-        return health.check_instance(section, context['ip'], render)
+    def _check_health(self, record: Mapping[str, Any], section: Mapping[str, Any]
+                      ) -> Tuple[Optional[str], bool]:
+        node = self.graph.nodes.get(record['node'])
+        return health.check_record(dict(record, health_check=section),
+                                   node.variables if node else {})
 
     # -- dropping --------------------------------------------------------------------------
 
-    def drop_all(self, records: Mapping[str, Mapping[str, Any]]) -> List[Failure]:
+    def drop_all(self, records: Mapping[str, Mapping[str, Any]], *,
+                 everything: bool = False) -> List[Failure]:
         """Drop the resources of ``records`` (node id -> instance record), dependents before
-        dependees, and forget them; instances still ``creating`` are found by their tags.
-        Returns the instances that could not be dropped (their records are kept)."""
-        records = dict(records)
-        self._add_untracked(records)
-        levels = [[n for n in level] for level in reversed(self.graph.levels)]
+        dependees, and forget them.  Records still ``creating`` are matched to the resource the
+        cloud made for them through its tags.  With ``everything`` (a teardown: ``records`` is
+        then every record of the infrastructure) the clouds are also asked for resources no
+        record knows at all, and those are dropped too.  Returns the instances that could not
+        be dropped (their records are kept)."""
+        records = {key: dict(record) for key, record in records.items()}
+        self._match_tags(records, everything)
+        levels = [list(level) for level in reversed(self.graph.levels)]
         known = {name for level in levels for name in level}
-        orphans = sorted({r['node'] for r in records.values() if r.get('node') not in known})
+        orphans = sorted({r.get('node', '?') for r in records.values() if r.get('node') not in known})
         failures: List[Failure] = []
         with ThreadPoolExecutor(self.parallelism, thread_name_prefix='occo-drop') as pool:
             for level in ([orphans] if orphans else []) + levels:
-                batch = [r for r in records.values() if r.get('node') in level]
+                batch = [r for r in records.values() if r.get('node', '?') in level]
                 if not batch:
                     continue
                 results = list(pool.map(self._drop, batch))
                 dropped = [r for r, reason in zip(batch, results) if reason is None]
                 failures += [Failure(r.get('node', '?'), r.get('node_id'), reason)
                              for r, reason in zip(batch, results) if reason is not None]
+                for record in dropped:
+                    self.resolver.addresses.remove(record['node_id'])
                 self.store.remove_instances(
-                    self.infra_id, [r['node_id'] for r in dropped if r.get('recorded', True)],
+                    self.infra_id, [r['node_id'] for r in dropped if not r.get('untracked')],
                     [event('node_dropped', r.get('node'), r['node_id']) for r in dropped])
         return failures
 
-    def _add_untracked(self, records: Dict[str, Dict[str, Any]]) -> None:
-        """Resources the clouds hold for this infrastructure that no record knows the id of
-        (a build killed between the cloud's answer and the record's update)."""
-        known_ids = {r.get('instance_id') for r in records.values() if r.get('instance_id')}
-        types = {r['resource_type'] for r in records.values() if not r.get('instance_id')}
+    def _match_tags(self, records: Dict[str, Dict[str, Any]], everything: bool) -> None:
+        """Give id-less records the id of the resource their cloud holds for them (a build
+        killed between the cloud's answer and the record's update); with ``everything``, also
+        add resources of the infrastructure that no record knows."""
+        waiting = {key: r for key, r in records.items() if not r.get('instance_id')}
+        types = {r['resource_type'] for r in waiting.values() if r.get('resource_type')}
+        if everything:
+            types |= {r['resource_type'] for r in records.values() if r.get('resource_type')}
+            types |= self._candidate_types()
+        known_ids = {r['instance_id'] for r in records.values() if r.get('instance_id')}
         for resource_type in sorted(types):
             for found in self.runtime.handler(resource_type).find(self.infra_id):
                 if found['instance_id'] in known_ids:
                     continue
-                record = records.get(found.get('node_id'))
+                record = waiting.get(found.get('node_id'))
                 if record is not None and not record.get('instance_id'):
                     record['instance_id'] = found['instance_id']
-                else:
-                    records[f"untracked:{found['instance_id']}"] = dict(
-                        found, node_id=found.get('node_id') or found['instance_id'],
-                        resource_type=resource_type, recorded=False)
+                elif everything:
+                    key = f"untracked:{found['instance_id']}"
+                    records[key] = dict(found, node_id=found.get('node_id') or found['instance_id'],
+                                        resource_type=resource_type, untracked=True)
+                known_ids.add(found['instance_id'])
+
+    def _candidate_types(self) -> set:
+        """Every resource type an instance of this infrastructure could have been made on."""
+        types = set()
+        for node in self.graph.nodes.values():
+            for index in node.candidates:
+                try:
+                    types.add(self.resolver.implementation(node.name, index).resource['type'])
+                except (KeyError, IndexError):
+                    continue
+        return {t for t in types if getattr(plugins.plugin_class(plugins.RESOURCES, t), 'buildable', False)}
 
     def _drop(self, record: Mapping[str, Any]) -> Optional[str]:
         node, node_id = record.get('node', '?'), record.get('node_id', '?')
         try:
+            self._check_lease()
             if record.get('instance_id'):
                 self.runtime.handler(record['resource_type']).drop(record)
             cm_type = (record.get('config_management') or {}).get('type', 'dummy')

@@ -1,9 +1,10 @@
 """Health checks of node instances: the ``health_check`` section and (later) the checks."""
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 from occo.plugins.base import string_leaves
+from occo.redact import mask_url
 from occo.schema import KeySchema, Problem, first, is_int, join
 
 KEYS = KeySchema(optional=('ping', 'ports', 'urls', 'mysqldbs', 'timeout'))
@@ -86,6 +87,34 @@ class HealthCheckError(Exception):
     """A check that can never pass as configured (e.g. ping is not installed)."""
 
 
+def template_context(record: Mapping[str, Any], variables: Mapping[str, Any]) -> Dict[str, Any]:
+    """The reduced context of health-check templates (urls, mysqldbs): ``ip``, ``node_id``,
+    ``variables``, ``instance_data``."""
+    addresses = record.get('addresses') or []
+    return {'ip': addresses[0] if addresses else record.get('private_address') or '',
+            'node_id': record.get('node_id'), 'variables': variables, 'instance_data': dict(record)}
+
+
+def check_record(record: Mapping[str, Any], variables: Mapping[str, Any]) -> Tuple[Optional[str], bool]:
+    """Run an instance's health checks: ``(None, False)`` if they pass, ``(why, False)`` if one
+    fails now, ``(why, True)`` if one can never pass here (e.g. ping is not installed).  Never
+    raises: a check that breaks counts as failing."""
+    from occo import templates
+    from occo.errors import OccoError
+    context = template_context(record, variables)
+
+    def render(text: str) -> str:
+        return templates.render(text, context, what=f"node '{record.get('node')}': health_check")
+    try:
+        return check_instance(record.get('health_check') or {}, context['ip'], render), False
+    except HealthCheckError as exc:
+        return str(exc), True
+    except OccoError as exc:
+        return exc.message, False
+    except Exception as exc:  # noqa: BLE001 - a broken check is a failing check
+        return f'{type(exc).__name__}: {exc}', False
+
+
 def has_checks(record: Mapping[str, Any], handler: Any) -> bool:
     """True if an instance has health checks to run: some are configured (ping is on by
     default) and its cloud's addresses are real (an emulated cloud's are never contacted)."""
@@ -148,13 +177,14 @@ def _port(address: str, port: int) -> Optional[str]:
 
 def _url(url: str) -> Optional[str]:
     import requests
+    shown = mask_url(url)  # a password in the URL never reaches a message or an event
     try:
         response = requests.get(url, timeout=URL_TIMEOUT, allow_redirects=True, stream=True)
         response.close()
     except requests.RequestException as exc:
-        return f'{url} does not answer ({type(exc).__name__})'
+        return f'{shown} does not answer ({type(exc).__name__})'
     if not 200 <= response.status_code < 300:
-        return f'{url} answers HTTP {response.status_code}'
+        return f'{shown} answers HTTP {response.status_code}'
     return None
 
 

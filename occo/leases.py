@@ -17,33 +17,34 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
 from occo.errors import LeaseHeld, OccoError
-from occo.store import WHO, Lease, Store
+from occo.store import PID_NAMESPACE, WHO, Lease, Store
 
 
 class _Keeper(threading.Thread):
-    """Renews a lease every third of its ttl until stopped."""
+    """Renews a lease every third of its ttl until stopped; sets ``lost`` if it is gone."""
 
     def __init__(self, store: Store, lease: Lease) -> None:
         super().__init__(name='occo-lease', daemon=True)
         self.store, self.lease = store, lease
         self.done = threading.Event()
-        self.lost = False
+        self.lost = threading.Event()
 
     def run(self) -> None:
         while not self.done.wait(self.lease.ttl / 3):
             try:
                 if not self.store.renew_lease(self.lease):
-                    self.lost = True  # fenced writes will refuse from now on
+                    self.lost.set()  # no cloud call and no write may be made for it any more
                     return
             except OccoError:
                 pass  # Redis is unreachable: writes fail too; try again at the next tick
 
 
-def holder_is_dead(holder: str) -> bool:
-    """True if ``holder`` (host:pid) is a process of this host that no longer runs.  A holder
-    on another host is only ever replaced when its lease expires."""
+def holder_is_dead(holder: str, namespace: str) -> bool:
+    """True if ``holder`` (host:pid) is a process of this host and pid namespace that no
+    longer runs.  Any other holder is only ever replaced when its lease expires."""
     host, _, pid = holder.rpartition(':')
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+    if (host != socket.gethostname() or not namespace or namespace != PID_NAMESPACE
+            or not pid.isdigit() or int(pid) == os.getpid()):
         return False
     try:
         os.kill(int(pid), 0)
@@ -70,7 +71,7 @@ def acquire(store: Store, infra_id: str, ttl: float, wait: float = 0.0,
         try:
             return store.acquire_lease(infra_id, WHO, ttl)
         except LeaseHeld as held:
-            if holder_is_dead(held.holder) and store.break_lease(infra_id, held.token):
+            if holder_is_dead(held.holder, held.namespace) and store.break_lease(infra_id, held.token):
                 if report:
                     report(f'the lease of {held.holder}, which is no longer running, was taken over')
                 continue
@@ -92,7 +93,7 @@ def held(store: Store, infra_id: str, ttl: float, wait: float = 0.0,
     keeper = _Keeper(store, lease)
     keeper.start()
     try:
-        yield store.under(lease)
+        yield store.under(lease, keeper.lost)
     finally:
         keeper.done.set()
         keeper.join()

@@ -23,12 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from occo import health, templates
+from occo import health
 from occo.errors import BuildError
 from occo.executor import Executor, Failure, describe_error
 from occo.plugins.resources.base import FAILED, PENDING, RUNNING, SHUTDOWN
 from occo.planner import Plan, apply_requests, make_plan
-from occo.resolution import health_context
 from occo.store import event
 
 HEALTH_POOL = 32
@@ -52,7 +51,8 @@ class PassResult:
     """What a pass did."""
 
     plan: Plan
-    created: int = 0
+    created: int = 0   # resources the clouds made in this pass
+    ready: int = 0     # of those, instances that became ready before the pass ended
     dropped: int = 0
     failures: List[Failure] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
@@ -97,7 +97,10 @@ def observe(executor: Executor, instances: Mapping[str, Dict[str, Any]],
                 if now - (record.get('created_at') or now) > limit:
                     seen.verdicts[record['node_id']] = f'not ready after {limit:.0f} s'
             elif status.state == RUNNING:
-                if health_checks and health.has_checks(record, runtime.handler(resource_type)):
+                cm_type = (record.get('config_management') or {}).get('type', 'dummy')
+                if not runtime.config_manager(cm_type).ready(record):
+                    pass  # configuring: still becoming ready
+                elif health_checks and health.has_checks(record, runtime.handler(resource_type)):
                     to_check.append(changed)
                 elif record.get('state') != 'ready':
                     changed.update(state='ready', ready_at=round(now, 3))
@@ -117,17 +120,8 @@ def _check_health(executor: Executor, records: List[Dict[str, Any]],
         return
 
     def check(record: Dict[str, Any]) -> Optional[str]:
-        context = health_context(record, executor.graph.nodes[record['node']].variables
-                                 if record['node'] in executor.graph.nodes else {})
-
-        def render(text: str) -> str:
-            return templates.render(text, context, what=f"node '{record['node']}': health_check")
-        try:
-            return health.check_instance(record.get('health_check') or {}, context['ip'], render)
-        except health.HealthCheckError as exc:
-            return str(exc)
-        except Exception as exc:  # noqa: BLE001 - a check that cannot run counts as failing
-            return describe_error(exc)
+        node = executor.graph.nodes.get(record['node'])
+        return health.check_record(record, node.variables if node else {})[0]
 
     with ThreadPoolExecutor(min(HEALTH_POOL, len(records)), thread_name_prefix='occo-health') as pool:
         results = list(pool.map(check, records))
@@ -202,21 +196,27 @@ def run_pass(executor: Executor, state: Mapping[str, Any], resources: Mapping[st
         if any(n.name == name and n.waiting for n in plan.nodes):
             report(f'{name}: not creating yet: {why}')
     if plan.creates and not (stop and stop.is_set()):
-        result.created, failures = _create(executor, plan, stop)
+        becoming = [r for node in alive.values() for r in node
+                    if r.get('state') != 'ready' and r.get('instance_id')
+                    and r['node_id'] not in {d.node_id for d in plan.drops}]
+        result.ready, failures = _create(executor, plan, stop, becoming)
+        result.created = executor.created
         result.failures += failures
         _backoff(store, infra_id, plan, failures, state['backoff'], retry_backoff, report)
     elif state['backoff'] and not held:
         store.write(infra_id, backoff_cleared=list(state['backoff']))
-    missing = sum(n.target - n.existing for n in plan.nodes) - result.created
+    missing = sum(n.target - n.existing for n in plan.nodes) - result.ready
     result.state = 'ready' if not result.failures and missing <= 0 else 'degraded'
     return result
 
 
-def _create(executor: Executor, plan: Plan, stop: Optional[threading.Event]
-            ) -> Tuple[int, List[Failure]]:
-    """Create what the plan says; failed instances are dropped at once."""
+def _create(executor: Executor, plan: Plan, stop: Optional[threading.Event],
+            becoming: List[Dict[str, Any]]) -> Tuple[int, List[Failure]]:
+    """Create what the plan says (dependents also wait for the instances still ``becoming``
+    ready); failed instances are dropped at once.  Returns how many new ones became ready."""
     try:
-        return len(executor.create_all(plan.creates, fail_fast=False, stop=stop)), []
+        ready = executor.create_all(plan.creates, fail_fast=False, stop=stop, watch=becoming)
+        return len([r for r in ready if r['node_id'] not in {b['node_id'] for b in becoming}]), []
     except BuildError as exc:
         failures = exc.failures
     failed_ids = {f.node_id for f in failures if f.node_id}
@@ -232,7 +232,7 @@ def _backoff(store: Any, infra_id: str, plan: Plan, failures: List[Failure],
     """Count failed creates per node in a row and set their next try; clear nodes that
     succeeded."""
     now = time.time()
-    failed = {f.node for f in failures}
+    failed = {f.node for f in failures if f.node_id}  # not those that waited for a failed one
     entries, events = {}, []
     for node in sorted(failed):
         count = int((backoff.get(node) or {}).get('failures', 0)) + 1

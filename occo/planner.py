@@ -8,7 +8,9 @@ and tested without any cloud; the executor applies it.
 Scaling requests are applied in the order they arrived, each exactly once (the original
 counted an unselected scale-down twice): ``up`` adds, ``down`` removes (the youngest instance,
 or the one its selector names by node id or address), ``set`` replaces the target.  A request
-that would cross a limit is ignored with the original's warning.
+that would cross a limit is clamped to it, with the original's warning ("request(s) ignored,
+maximum count reached").  An instance a request names is dropped even when fewer instances
+are alive than the target (it is then replaced).
 """
 from __future__ import annotations
 
@@ -182,14 +184,16 @@ def make_plan(graph: InfraGraph, resources: Mapping[str, Sequence[Mapping[str, A
                 plan.drops.append(DropNode(name, record['node_id'], reason))
             else:
                 alive.append(record)
+        # The instances a request named go whatever else happens; then the youngest, while
+        # there are more than the target.
+        named = [r for r in alive if r['node_id'] in set(selected.get(name, ()))]
+        plan.drops += [DropNode(name, r['node_id'], 'scaled down (selected)') for r in named]
+        alive = [r for r in alive if r not in named]
         surplus = len(alive) - target
         if surplus > 0:
-            chosen = [r for r in alive if r['node_id'] in set(selected.get(name, ()))][:surplus]
-            youngest_first = [r for r in reversed(alive) if r not in chosen]
-            chosen += youngest_first[:surplus - len(chosen)]
-            plan.drops += [DropNode(name, r['node_id'], 'scaled down' if r['node_id'] in
-                                    set(selected.get(name, ())) else 'scaled down (youngest)')
-                           for r in chosen]
+            plan.drops += [DropNode(name, r['node_id'], 'scaled down (youngest)')
+                           for r in list(reversed(alive))[:surplus]]
+            alive = alive[:len(alive) - surplus]
         missing = max(0, target - len(alive))
         plan.nodes.append(NodePlan(
             name=name, type=node.type, target=target, existing=min(len(alive), target),

@@ -216,10 +216,3 @@ class Resolver:
                         health_check=dict(impl.health_check or {}))
 
 
-def health_context(record: Mapping[str, Any], variables: Mapping[str, Any]) -> Dict[str, Any]:
-    """The reduced context of health-check templates (urls, mysqldbs): ``ip``, ``node_id``,
-    ``variables``, ``instance_data``."""
-    addresses = record.get('addresses') or []
-    return {'ip': addresses[0] if addresses else record.get('private_address') or '',
-            'node_id': record.get('node_id'), 'variables': variables, 'instance_data': dict(record)}
-

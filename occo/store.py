@@ -26,16 +26,18 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 from occo.errors import LeaseHeld, LeaseLost, StoreError
+from occo.redact import mask_url
 
 DEFAULT_PREFIX = 'occo:'
 CONNECT_TIMEOUT = 5.0
+SOCKET_TIMEOUT = 60.0
 EVENTS_KEPT = 10_000
 FIELDS_PER_OP = 500  # keeps each command's argument list short inside Lua
 
@@ -44,16 +46,25 @@ _ACQUIRE = """
 local current = redis.call('GET', KEYS[1])
 if current then return {0, current, redis.call('PTTL', KEYS[1])} end
 local token = redis.call('INCR', KEYS[2])
-local value = cjson.encode({token = token, holder = ARGV[1], since = tonumber(ARGV[3])})
+local value = cjson.encode({token = token, holder = ARGV[1], since = tonumber(ARGV[3]), ns = ARGV[4]})
 redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
 return {1, value, tonumber(ARGV[2])}
 """
 # Extend (ARGV[2] = ttl ms) or release (ARGV[2] = 0) our lease; 0 if it is no longer ours.
+# Released, the lease of an infrastructure that does not exist (any more) takes its fencing
+# counter along (KEYS[2], KEYS[3]: fence and record keys).
 _KEEP = """
 local current = redis.call('GET', KEYS[1])
 if not current or cjson.decode(current)['token'] ~= tonumber(ARGV[1]) then return 0 end
-if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) else redis.call('DEL', KEYS[1]) end
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+redis.call('DEL', KEYS[1])
+if redis.call('EXISTS', KEYS[3]) == 0 then redis.call('DEL', KEYS[2]) end
 return 1
+"""
+# A scaling request, appended only while the infrastructure exists (returns 0 if it is gone).
+_REQUEST = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('RPUSH', KEYS[2], ARGV[1])
 """
 # Writes guarded by a fencing token: refused unless the lease still holds that token.
 # ARGV[2] is a JSON list of commands whose second item is the index of their key in KEYS.
@@ -120,26 +131,11 @@ def localcloud_addresses_key(prefix: str) -> str:
 
 # -- helpers ---------------------------------------------------------------------------------
 
-def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, fit for messages and logs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return '<invalid URL>'
-    if parts.password is None:
-        return url
-    user = parts.username or ''
-    host = parts.hostname or ''
-    netloc = f"{user}:***@{host}" + (f':{parts.port}' if parts.port else '')
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(',', ':'), sort_keys=False)
 
 
 Op = List[Any]  # a Redis command: name, key, arguments
-_SCRIPTS: Dict[int, Dict[str, Any]] = {}
 
 
 def _hset(key: str, mapping: Mapping[str, Any]) -> List[Op]:
@@ -167,6 +163,17 @@ class Lease:
 WHO = f'{socket.gethostname()}:{os.getpid()}'
 
 
+def _pid_namespace() -> str:
+    try:
+        return os.readlink('/proc/self/ns/pid')
+    except OSError:
+        return ''
+
+
+#: Which pid namespace our pid belongs to (containers sharing a host name have their own).
+PID_NAMESPACE = _pid_namespace()
+
+
 def event(kind: str, node: Optional[str] = None, node_id: Optional[str] = None,
           reason: Optional[str] = None) -> Dict[str, str]:
     """An event-stream entry: what happened, to which node, why, when and by whom."""
@@ -189,23 +196,26 @@ class Store:
     """
 
     def __init__(self, client: Any, prefix: str = DEFAULT_PREFIX, url: str = '',
-                 lease: Optional[Lease] = None) -> None:
+                 lease: Optional[Lease] = None, lost: Optional[threading.Event] = None) -> None:
         self.client = client
         self.prefix = prefix
         self.url = mask_url(url)
         self.lease = lease
+        #: set once the lease is known to be lost: callers must stop acting for it
+        self.lost = lost
+        self._scripts: Dict[str, Any] = {}
 
     def _script(self, source: str) -> Any:
         """A registered Lua script (EVALSHA, loaded once per client)."""
-        scripts = _SCRIPTS.setdefault(id(self.client), {})
-        if source not in scripts:
-            scripts[source] = self.client.register_script(source)
-        return scripts[source]
+        if source not in self._scripts:
+            self._scripts[source] = self.client.register_script(source)
+        return self._scripts[source]
 
-    def under(self, lease: Lease) -> 'Store':
-        """This store, with every write to ``lease``'s infrastructure fenced by its token."""
-        view = Store(self.client, self.prefix, '', lease)
-        view.url = self.url
+    def under(self, lease: Lease, lost: Optional[threading.Event] = None) -> 'Store':
+        """This store, with every write to ``lease``'s infrastructure fenced by its token;
+        ``lost`` is set by whoever keeps the lease once it is gone."""
+        view = Store(self.client, self.prefix, '', lease, lost or threading.Event())
+        view.url, view._scripts = self.url, self._scripts
         return view
 
     @classmethod
@@ -217,7 +227,8 @@ class Store:
         import redis
         try:
             client = redis.Redis.from_url(url, decode_responses=True,
-                                          socket_connect_timeout=CONNECT_TIMEOUT)
+                                          socket_connect_timeout=CONNECT_TIMEOUT,
+                                          socket_timeout=SOCKET_TIMEOUT)
         except ValueError as exc:
             raise StoreError(f'invalid Redis URL {mask_url(url)!r}: {exc} '
                              '(expected e.g. redis://127.0.0.1:6379/0)') from None
@@ -236,6 +247,8 @@ class Store:
             raise StoreError(f'Redis at {self.url} refused the credentials') from None
         except redis.ResponseError as exc:
             if str(exc).startswith('STALE'):
+                if self.lost is not None:
+                    self.lost.set()
                 raise LeaseLost(str(exc)[len('STALE '):]) from None
             raise StoreError(f'Redis at {self.url} answered an error: {exc}') from None
         except redis.RedisError as exc:
@@ -374,11 +387,13 @@ class Store:
     def set_infra_state(self, infra_id: str, state: str, summary: Mapping[str, Any],
                         reason: Optional[str] = None, quiet: bool = False) -> None:
         """Record the state of a whole infrastructure in its registry summary, with an event
-        (unless ``quiet``)."""
+        (unless ``quiet``).  Under a lease, the registry (a key of its own, outside the
+        infrastructure's hash tag) is written only after a fenced write succeeded, so that a
+        process that lost its lease cannot bring back a destroyed infrastructure."""
+        self._apply(infra_id, [['EXISTS', infra_key(self.prefix, infra_id)]] + (
+            [] if quiet else self._event_ops(infra_id, [event(f'infra_{state}', reason=reason)])))
         with self._errors():
             self.client.hset(infras_key(self.prefix), infra_id, _dumps(dict(summary, state=state)))
-        if not quiet:
-            self.write(infra_id, events=[event(f'infra_{state}', reason=reason)])
 
     def delete_infra(self, infra_id: str) -> None:
         """Forget an infrastructure: every key of it (its lease too), and its registry entry."""
@@ -408,15 +423,22 @@ class Store:
                 'failtimes': {k: float(v) for k, v in failtimes.items()},
                 'backoff': {k: json.loads(v) for k, v in backoff.items()}}
 
-    def load_many(self, infra_ids: Sequence[str]) -> Dict[str, Dict[str, Dict[str, Any]]]:
-        """The instance records of several infrastructures, in one round trip."""
+    def load_many(self, infra_ids: Sequence[str]) -> Dict[str, Optional[Dict[str, Dict[str, Any]]]]:
+        """The instance records of several infrastructures, in one round trip (None for one
+        whose record does not exist)."""
         with self._errors():
             pipe = self.client.pipeline(transaction=False)
             for infra_id in infra_ids:
+                pipe.exists(infra_key(self.prefix, infra_id))
                 pipe.hgetall(instances_key(self.prefix, infra_id))
             results = pipe.execute()
-        return {infra_id: {k: json.loads(v) for k, v in raw.items()}
-                for infra_id, raw in zip(infra_ids, results)}
+        return {infra_id: {k: json.loads(v) for k, v in raw.items()} if exists else None
+                for infra_id, exists, raw in zip(infra_ids, results[::2], results[1::2])}
+
+    def forget(self, infra_id: str) -> None:
+        """Remove a registry entry whose infrastructure record is gone."""
+        with self._errors():
+            self.client.hdel(infras_key(self.prefix), infra_id)
 
     # -- instances ---------------------------------------------------------------------------
 
@@ -443,9 +465,12 @@ class Store:
     # -- scaling requests (no lease needed: appended atomically) -----------------------------
 
     def add_request(self, infra_id: str, request: Mapping[str, Any]) -> int:
-        """Append a scaling request; returns how many are pending."""
+        """Append a scaling request while the infrastructure exists (atomically, so that no
+        request outlives a destroy); returns how many are pending, 0 if it is gone."""
         with self._errors():
-            return self.client.rpush(requests_key(self.prefix, infra_id), _dumps(request))
+            return int(self._script(_REQUEST)(
+                keys=[infra_key(self.prefix, infra_id), requests_key(self.prefix, infra_id)],
+                args=[_dumps(request)]))
 
     # -- leases ------------------------------------------------------------------------------
 
@@ -457,29 +482,33 @@ class Store:
         with self._errors():
             ok, value, left = self._script(_ACQUIRE)(
                 keys=[lease_key(self.prefix, infra_id), fence_key(self.prefix, infra_id)],
-                args=[holder, int(ttl * 1000), f'{time.time():.3f}'])
+                args=[holder, int(ttl * 1000), f'{time.time():.3f}', PID_NAMESPACE])
         data = json.loads(value)
         if not ok:
             raise LeaseHeld(infra_id, data.get('holder', '?'), float(data.get('since') or 0),
-                            max(0, int(left)) / 1000, int(data.get('token') or 0))
+                            max(0, int(left)) / 1000, int(data.get('token') or 0),
+                            str(data.get('ns') or ''))
         return Lease(infra_id, int(data['token']), holder, ttl)
+
+    def _lease_keys(self, infra_id: str) -> List[str]:
+        return [lease_key(self.prefix, infra_id), fence_key(self.prefix, infra_id),
+                infra_key(self.prefix, infra_id)]
 
     def renew_lease(self, lease: Lease) -> bool:
         """Extend ``lease`` by its ttl; False if it is no longer ours."""
         with self._errors():
-            return bool(self._script(_KEEP)(
-                keys=[lease_key(self.prefix, lease.infra_id)], args=[lease.token, int(lease.ttl * 1000)]))
+            return bool(self._script(_KEEP)(keys=self._lease_keys(lease.infra_id),
+                                            args=[lease.token, int(lease.ttl * 1000)]))
 
     def break_lease(self, infra_id: str, token: int) -> bool:
         """Remove a lease whose holder is known to be dead (only if it still has ``token``)."""
         with self._errors():
-            return bool(self._script(_KEEP)(keys=[lease_key(self.prefix, infra_id)], args=[token, 0]))
+            return bool(self._script(_KEEP)(keys=self._lease_keys(infra_id), args=[token, 0]))
 
     def release_lease(self, lease: Lease) -> None:
         """Give ``lease`` back (nothing happens if it is no longer ours)."""
         with self._errors():
-            self._script(_KEEP)(keys=[lease_key(self.prefix, lease.infra_id)],
-                                               args=[lease.token, 0])
+            self._script(_KEEP)(keys=self._lease_keys(lease.infra_id), args=[lease.token, 0])
 
     # -- events ------------------------------------------------------------------------------
 

@@ -81,7 +81,7 @@ def test_a_failed_resource_is_replaced_by_one_pass(occo, infra):
     occo.redis.hset(cloud_key, web['instance_id'], json.dumps(dict(resource, state='failed')))
     result = manage(occo)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == 'Managed infrastructure m: 1 instance created, 1 dropped; ready\n'
+    assert result.stdout == 'Managed infrastructure m: 1 instance created (1 ready), 1 dropped; ready\n'
     assert f"web/{web['node_id'][:8]}: dropping: the dummy cloud reports the resource failed" in result.stderr
     assert not occo.redis.hexists(cloud_key, web['instance_id'])  # destroyed, not just forgotten
     [new] = web_instances(occo)
@@ -104,7 +104,7 @@ def test_a_healthy_pass_changes_nothing(occo, infra):
     before = occo.snapshot()
     result = manage(occo)
     assert result.returncode == 0
-    assert result.stdout == 'Managed infrastructure m: 0 instances created, 0 dropped; ready\n'
+    assert result.stdout == 'Managed infrastructure m: 0 instances created (0 ready), 0 dropped; ready\n'
     after = occo.snapshot()
     lease = [k for k in after if k.endswith(b':fence')]
     assert {k: v for k, v in after.items() if k not in lease} == \
@@ -442,3 +442,63 @@ def test_managing_an_unknown_id_leaves_nothing_behind(occo):
     result = occo.run('occopus-manage', '-i', 'nope')
     assert result.returncode == 1 and 'Unknown infrastructure: "nope"' in result.stderr
     assert occo.snapshot() == before
+
+
+# -- regressions found in review ----------------------------------------------------------------
+
+def test_a_failed_create_in_a_pass_drops_nothing_else(occo, infra, tmp_path):
+    write(tmp_path, {'cmd.yaml': NODES.replace('FAIL', '0').replace(
+        "'node_def:web':\n  - resource: {type: dummy, boot_time: 0}\n",
+        "'node_def:web':\n  - resource: {type: dummy, boot_time: 0}\n    contextualisation:\n"
+        "      type: cloudinit\n      context_template: \"#cloud-config\\nruncmd: ['{{ cmd(\\\"date\\\") }}']\"\n")})
+    assert occo.run('occopus-import', tmp_path / 'cmd.yaml').returncode == 0
+    before = occo.dummy_cloud('m')
+    scale(occo, '-c', '1')
+    result = manage(occo)
+    assert result.returncode == 1
+    assert 'cmd() is disabled' in result.stderr
+    assert occo.dummy_cloud('m') == before  # the healthy db and web are untouched
+    assert len(records(occo)) == 2
+
+
+def test_a_build_that_lost_its_lease_leaves_nothing_untraceable(occo, tmp_path):
+    write(tmp_path, {'cfg.yaml': 'lease_ttl: 1\n',
+                     'nodes.yaml': "'node_def:slow':\n  - resource: {type: dummy, create_time: 4}\n",
+                     'infra.yaml': 'infra_name: ll\nuser_id: u\nnodes: [{name: a, type: slow}]\n'})
+    assert occo.run('occopus-import', tmp_path / 'nodes.yaml').returncode == 0
+    build = occo.popen('occopus-build', '--cfg', tmp_path / 'cfg.yaml', '-i', 'll', tmp_path / 'infra.yaml')
+    time.sleep(1.5)
+    build.send_signal(signal.SIGSTOP)  # stuck inside its cloud call, its lease runs out
+    time.sleep(2)
+    taken = occo.run('occopus-manage', '--cfg', tmp_path / 'cfg.yaml', '-i', 'll')
+    assert taken.returncode == 0, taken.stderr  # another process took over and built the node
+    build.send_signal(signal.SIGCONT)
+    out, err = build.communicate(timeout=30)
+    assert build.returncode == 1
+    assert 'lost the lease on infrastructure ll to another process' in err
+    cloud = occo.dummy_cloud('ll')
+    assert len(cloud) == 1  # the stale build dropped what it made; the new holder's is intact
+    assert [r['instance_id'] for r in records(occo, 'll')] == list(cloud)
+    assert occo.run('occopus-destroy', '-i', 'll').returncode == 0
+    assert occo.dummy_cloud('ll') == {}
+
+
+def test_getip_never_returns_an_instance_dropped_in_the_same_pass(occo, tmp_path):
+    write(tmp_path, {'nodes.yaml': "'node_def:db':\n  - resource: {type: local}\n    health_check: {ping: false}\n"
+                                   "'node_def:web':\n  - resource: {type: local}\n    health_check: {ping: false}\n"
+                                   '    contextualisation:\n      type: cloudinit\n'
+                                   "      context_template: {write_files: [{path: /db.txt, content: \"{{ getip('db') }}\"}]}\n",
+                     'infra.yaml': 'infra_name: g\nuser_id: u\nnodes:\n  - {name: db, type: db}\n'
+                                   '  - {name: web, type: web, scaling: {min: 1, max: 3}}\n'})
+    assert occo.run('occopus-import', tmp_path / 'nodes.yaml').returncode == 0
+    assert occo.run('occopus-build', '-i', 'g', tmp_path / 'infra.yaml').returncode == 0
+    [old_db] = [r for r in records(occo, 'g') if r['node'] == 'db']
+    root = occo.home / '.occopus' / 'local' / 'g'
+    (root / old_db['node_id'] / '.occopus' / 'status').write_text('failed by the test\n')
+    assert occo.run('occopus-scale', '-i', 'g', '-n', 'web', '-c', '1').returncode == 0
+    assert occo.run('occopus-manage', '-i', 'g').returncode == 0
+    [new_db] = [r for r in records(occo, 'g') if r['node'] == 'db']
+    assert new_db['node_id'] != old_db['node_id']
+    webs = sorted((r for r in records(occo, 'g') if r['node'] == 'web'), key=lambda r: r['created_at'])
+    assert (root / webs[-1]['node_id'] / 'db.txt').read_text() == new_db['addresses'][0]
+    assert occo.run('occopus-destroy', '-i', 'g').returncode == 0

@@ -10,7 +10,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from occo.cli.common import add_infra_id, make_parser, open_session, plural, reporter, run
-from occo.errors import BuildError, LeaseHeld, UsageError
+from occo.errors import EXIT_INTERRUPTED, BuildError, LeaseHeld, UsageError
 
 PROG = 'occopus-manage'
 ALIAS = 'occopus-maintain'
@@ -138,10 +138,14 @@ def command(args: argparse.Namespace, prog: str) -> int:
     except LeaseHeld as exc:
         print(f'{prog}: {exc.message}; not managing it now', file=sys.stderr)
         return 0
+    summary = (f'Managed infrastructure {args.infra_id}: {plural(result.created, "instance")} '
+               f'created ({result.ready} ready), {result.dropped} dropped; {result.state}')
+    if stop.is_set():
+        print(f'{summary}; stopped before the pass ended (the next pass carries on)')
+        return EXIT_INTERRUPTED
     if result.failures:
         raise BuildError(result.failures, note='the next pass tries again')
-    print(f'Managed infrastructure {args.infra_id}: {plural(result.created, "instance")} created, '
-          f'{result.dropped} dropped; {result.state}')
+    print(summary)
     return 0
 
 

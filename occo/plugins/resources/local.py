@@ -67,6 +67,7 @@ class LocalHandler(ResourceHandler):
         self.key = localcloud_key(ctx.prefix)
         self.addresses_key = localcloud_addresses_key(ctx.prefix)
         self.root = os.path.abspath(os.path.expanduser(ctx.config.local_root))
+        self._shells: List[subprocess.Popen] = []  # reaped as they end (no zombies)
 
     # -- create ----------------------------------------------------------------------------
 
@@ -180,11 +181,13 @@ class LocalHandler(ResourceHandler):
             process = subprocess.Popen(['/bin/sh', script], cwd=root, env=env,
                                        stdin=subprocess.DEVNULL, stdout=log,
                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self._shells = [p for p in self._shells if p.poll() is None] + [process]
         return process.pid
 
     # -- state -----------------------------------------------------------------------------
 
     def states(self, records: Sequence[Mapping[str, Any]]) -> Dict[str, ResourceStatus]:
+        self._shells = [p for p in self._shells if p.poll() is None]
         ids = [r['instance_id'] for r in records]
         values = self.ctx.redis.hmget(self.key, ids) if ids else []
         result = {}
@@ -240,28 +243,32 @@ class LocalHandler(ResourceHandler):
 # -- processes -------------------------------------------------------------------------------
 
 def instance_processes(node_id: Optional[str], pgid: Optional[int] = None) -> List[int]:
-    """Live processes of an instance: its process group, and any process carrying its
-    OCCOPUS_NODE_ID (a daemon that left the group still has it in its environment)."""
-    marker = f'OCCOPUS_NODE_ID={node_id}'.encode() if node_id else None
-    found = []
+    """Live processes of an instance: those carrying its OCCOPUS_NODE_ID (a daemon that left
+    the group still has it in its environment), and the members of its process group -- if
+    one of them carries it too, so that a process group id reused by someone else is never
+    mistaken for the instance's."""
+    if node_id is None:
+        return []
+    marker = f'OCCOPUS_NODE_ID={node_id}'.encode()
+    marked, group = [], []
     for entry in os.listdir('/proc') if os.path.isdir('/proc') else ():
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
-        pid = int(entry)
         try:
             with open(f'/proc/{entry}/stat', 'rb') as stream:
                 fields = stream.read().rsplit(b')', 1)[1].split()
             if fields[0] == b'Z':
                 continue
-            in_group = pgid is not None and int(fields[2]) == pgid
-            if not in_group and marker is not None:
-                with open(f'/proc/{entry}/environ', 'rb') as stream:
-                    in_group = marker in stream.read().split(b'\0')
+            if pgid is not None and int(fields[2]) == pgid:
+                group.append(int(entry))
+            with open(f'/proc/{entry}/environ', 'rb') as stream:
+                if marker in stream.read().split(b'\0'):
+                    marked.append(int(entry))
         except (OSError, IndexError, ValueError):
             continue
-        if in_group:
-            found.append(pid)
-    return found
+    if set(group) & set(marked):
+        return sorted(set(group) | set(marked))
+    return marked
 
 
 def kill_instance(pgid: Optional[int], node_id: Optional[str]) -> None:

@@ -35,6 +35,15 @@ def dummy_infra(folder: Path, nodes: int, levels: int = 1, *, boot_time: float =
     return folder
 
 
+def one_node(occo, folder: Path, name: str, implementation: str) -> Path:
+    """Import ``'node_def:<name>': [implementation]`` and write an infrastructure of one node
+    of that type; returns the infrastructure file."""
+    write(folder, {'nodes.yaml': f"'node_def:{name}':\n  - {implementation}",
+                   'infra.yaml': f'infra_name: t\nuser_id: u\nnodes: [{{name: {name}, type: {name}}}]\n'})
+    import_ok(occo, folder / 'nodes.yaml')
+    return folder / 'infra.yaml'
+
+
 def import_ok(occo, path):
     result = occo.run('occopus-import', path)
     assert result.returncode == 0, result.stderr
@@ -177,12 +186,9 @@ def test_template_error_names_the_node_and_rolls_back(occo, tmp_path):
 
 
 def test_create_timeout_bounds_the_wait(occo, tmp_path):
-    write(tmp_path, {'nodes.yaml': "'node_def:slow':\n"
-                                   '  - resource: {type: dummy, boot_time: 60, create_timeout: 1}\n',
-                     'infra.yaml': 'infra_name: t\nuser_id: u\nnodes: [{name: slow, type: slow}]\n'})
-    import_ok(occo, tmp_path / 'nodes.yaml')
+    infra = one_node(occo, tmp_path, 'slow', 'resource: {type: dummy, boot_time: 60, create_timeout: 1}\n')
     started = time.monotonic()
-    result = occo.run('occopus-build', '-i', 'slow', tmp_path / 'infra.yaml')
+    result = occo.run('occopus-build', '-i', 'slow', infra)
     assert result.returncode == 1
     assert time.monotonic() - started < 20
     assert re.search(r"error: node 'slow' \(instance \w+\): not ready after 1 s \(the resource is "
@@ -191,12 +197,10 @@ def test_create_timeout_bounds_the_wait(occo, tmp_path):
 
 
 def test_failing_runcmd_fails_the_local_node(occo, tmp_path):
-    write(tmp_path, {'nodes.yaml': "'node_def:l':\n  - resource: {type: local}\n"
-                                   '    contextualisation:\n      type: cloudinit\n'
-                                   '      context_template: {runcmd: [echo one, exit 3, echo never]}\n',
-                     'infra.yaml': 'infra_name: t\nuser_id: u\nnodes: [{name: l, type: l}]\n'})
-    import_ok(occo, tmp_path / 'nodes.yaml')
-    result = occo.run('occopus-build', '-i', 'runcmd', tmp_path / 'infra.yaml')
+    infra = one_node(occo, tmp_path, 'l', "resource: {type: local}\n"
+                                          '    contextualisation:\n      type: cloudinit\n'
+                                          '      context_template: {runcmd: [echo one, exit 3, echo never]}\n')
+    result = occo.run('occopus-build', '-i', 'runcmd', infra)
     assert result.returncode == 1
     assert "node 'l' (instance" in result.stderr and 'runcmd step 2 exited with 3: exit 3' in result.stderr
     assert_gone(occo, 'runcmd')
@@ -204,11 +208,9 @@ def test_failing_runcmd_fails_the_local_node(occo, tmp_path):
 
 
 def test_failing_health_check_fails_the_node(occo, tmp_path):
-    write(tmp_path, {'nodes.yaml': "'node_def:h':\n  - resource: {type: local}\n"
-                                   '    health_check: {ping: false, ports: [9], timeout: 1}\n',
-                     'infra.yaml': 'infra_name: t\nuser_id: u\nnodes: [{name: h, type: h}]\n'})
-    import_ok(occo, tmp_path / 'nodes.yaml')
-    result = occo.run('occopus-build', '-i', 'health', tmp_path / 'infra.yaml',
+    infra = one_node(occo, tmp_path, 'h', "resource: {type: local}\n"
+                                          '    health_check: {ping: false, ports: [9], timeout: 1}\n')
+    result = occo.run('occopus-build', '-i', 'health', infra,
                       env={'OCCOPUS_HEALTH_CHECKS': '1'})
     assert result.returncode == 1
     assert re.search(r"node 'h' \(instance \w+\): health check failing for \d+ s: port 9 of "
@@ -217,10 +219,8 @@ def test_failing_health_check_fails_the_node(occo, tmp_path):
 
 
 def test_ping_health_check_on_loopback(occo, tmp_path):
-    write(tmp_path, {'nodes.yaml': "'node_def:p':\n  - resource: {type: local}\n",
-                     'infra.yaml': 'infra_name: t\nuser_id: u\nnodes: [{name: p, type: p}]\n'})
-    import_ok(occo, tmp_path / 'nodes.yaml')
-    result = occo.run('occopus-build', '-i', 'pinged', tmp_path / 'infra.yaml',
+    infra = one_node(occo, tmp_path, 'p', 'resource: {type: local}\n')
+    result = occo.run('occopus-build', '-i', 'pinged', infra,
                       env={'OCCOPUS_HEALTH_CHECKS': '1'})
     if result.returncode != 0 and 'needs the ping command' in result.stderr:
         pytest.skip('ping is not installed here')
@@ -318,12 +318,10 @@ def test_parallel_build_starts_a_node_when_its_own_dependencies_are_ready(occo, 
 # -- what cannot be built, and what must not be waited for or contacted ----------------------------
 
 def test_a_cloud_that_cannot_be_built_yet_is_refused_before_anything_is_created(occo, tmp_path):
-    write(tmp_path, {'nodes.yaml': "'node_def:vm':\n  - resource: {type: ec2, endpoint: 'https://ec2.x', "
-                                   'regionname: r, image_id: i, instance_type: t}\n',
-                     'infra.yaml': 'infra_name: t\nuser_id: u\nnodes: [{name: vm, type: vm}]\n'})
-    import_ok(occo, tmp_path / 'nodes.yaml')
+    infra = one_node(occo, tmp_path, 'vm', "resource: {type: ec2, endpoint: 'https://ec2.x', "
+                                           'regionname: r, image_id: i, instance_type: t}\n')
     before = occo.snapshot()
-    result = occo.run('occopus-build', tmp_path / 'infra.yaml')
+    result = occo.run('occopus-build', infra)
     assert result.returncode == 2
     assert result.stderr == (f"occopus-build: error: {tmp_path}/infra.yaml:3: node 'vm': implementation "
                              "#0 of 'vm' uses resource type 'ec2', which can be checked, planned and "
@@ -345,23 +343,20 @@ def test_a_failed_build_does_not_wait_for_instances_still_booting(occo, tmp_path
 
 
 def test_dummy_addresses_are_never_health_checked(occo, tmp_path):
-    write(tmp_path, {'nodes.yaml': "'node_def:d':\n  - resource: {type: dummy, create_timeout: 5}\n",
-                     'infra.yaml': 'infra_name: t\nuser_id: u\nnodes: [{name: d, type: d}]\n'})
-    import_ok(occo, tmp_path / 'nodes.yaml')  # ping is on by default, but 198.18.x.y is fake
-    result = occo.run('occopus-build', '-i', 'fake', tmp_path / 'infra.yaml',
+    # ping is on by default, but 198.18.x.y is fake
+    infra = one_node(occo, tmp_path, 'd', 'resource: {type: dummy, create_timeout: 5}\n')
+    result = occo.run('occopus-build', '-i', 'fake', infra,
                       env={'OCCOPUS_HEALTH_CHECKS': '1'})
     assert built_id(result) == 'fake'
     assert occo.run('occopus-destroy', '-i', 'fake').returncode == 0
 
 
 def test_local_backend_warnings_use_the_command_format(occo, tmp_path):
-    write(tmp_path, {'nodes.yaml': "'node_def:l':\n  - resource: {type: local}\n"
-                                   '    contextualisation:\n      type: cloudinit\n'
-                                   '      context_template: {packages: [nginx], runcmd: [echo ok]}\n'
-                                   '    health_check: {ping: false}\n',
-                     'infra.yaml': 'infra_name: t\nuser_id: u\nnodes: [{name: l, type: l}]\n'})
-    import_ok(occo, tmp_path / 'nodes.yaml')
-    result = occo.run('occopus-build', '-i', 'warned', tmp_path / 'infra.yaml')
+    infra = one_node(occo, tmp_path, 'l', "resource: {type: local}\n"
+                                          '    contextualisation:\n      type: cloudinit\n'
+                                          '      context_template: {packages: [nginx], runcmd: [echo ok]}\n'
+                                          '    health_check: {ping: false}\n')
+    result = occo.run('occopus-build', '-i', 'warned', infra)
     assert built_id(result) == 'warned'
     assert ("occopus-build: warning: local: node 'l': cloud-config keys ignored by the local "
             'backend: packages\n') in result.stderr

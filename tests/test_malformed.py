@@ -18,7 +18,7 @@ Every path in a file's text or in the arguments may use ``@DIR@`` for the case's
 from __future__ import annotations
 
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple, Union
 

@@ -9,7 +9,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from occo import health, plugins, templates
 from occo.descriptions.common import schema_error
-from occo.descriptions.loader import load_yaml_file, locate, to_plain
+from occo.descriptions.loader import load_yaml_file, to_plain
 from occo.errors import SchemaError
 from occo.plugins.base import string_leaves
 from occo.schema import Problem, join, type_name

@@ -202,7 +202,7 @@ def test_failing_runcmd_fails_the_local_node(occo, tmp_path):
                                           '      context_template: {runcmd: [echo one, exit 3, echo never]}\n')
     result = occo.run('occopus-build', '-i', 'runcmd', infra)
     assert result.returncode == 1
-    assert "node 'l' (instance" in result.stderr and 'runcmd step 2 exited with 3: exit 3' in result.stderr
+    assert "node 'l' (instance" in result.stderr and 'runcmd step 2 (exit) exited with 3' in result.stderr
     assert_gone(occo, 'runcmd')
     assert not (occo.home / '.occopus' / 'local' / 'runcmd').exists()
 

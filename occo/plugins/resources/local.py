@@ -161,12 +161,15 @@ class LocalHandler(ResourceHandler):
                  'cd "$OCCOPUS_NODE_ROOT" || exit 1',
                  f'status={shlex.quote(status)}',
                  'step() {',
-                 '    /bin/sh -c "$2"; rc=$?',
+                 '    /bin/sh -c "$3"; rc=$?',
                  '    if [ $rc -ne 0 ]; then',
-                 '        echo "runcmd step $1 exited with $rc: $2" > "$status"; exit $rc',
+                 '        echo "runcmd step $1 ($2) exited with $rc" > "$status"; exit $rc',
                  '    fi',
                  '}']
-        lines += [f'step {number} {shlex.quote(step)}' for number, step in enumerate(steps, 1)]
+        # A failure names the step and its program, not the whole command: a rendered command
+        # may hold a password.
+        lines += [f'step {number} {shlex.quote(_program(step))} {shlex.quote(step)}'
+                  for number, step in enumerate(steps, 1)]
         lines.append(f'echo {RUNNING} > "$status"')
         script = os.path.join(root, '.occopus', 'runcmd.sh')
         with open(script, 'w', encoding='utf-8') as stream:
@@ -238,6 +241,16 @@ class LocalHandler(ResourceHandler):
 
     def find(self, infra_id: str) -> List[Dict[str, Any]]:
         return find_in_registry(self.ctx.redis, self.key, infra_id)
+
+
+def _program(step: str) -> str:
+    """The program a shell command starts, for messages (``mariadb``, ``python3``, ...)."""
+    try:
+        words = shlex.split(step)
+    except ValueError:
+        words = step.split()
+    words = [w for w in words if '=' not in w.split('/')[0]]  # skip VAR=value prefixes
+    return os.path.basename(words[0]) if words else 'sh'
 
 
 # -- processes -------------------------------------------------------------------------------

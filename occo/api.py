@@ -20,8 +20,8 @@ from occo.config import AuthData, Config
 from occo.descriptions.infra import InfraDescription, load_infra_description
 from occo.descriptions.nodedefs import NodeDefinition, load_node_definitions
 from occo.errors import (BuildError, DescriptionError, LeaseHeld, LeaseLost, NotImplementedYet,
-                         OccoError, TeardownError, UsageError)
-from occo.executor import Executor, Failure, describe_error, uninterruptible
+                         OccoError, TeardownError, UsageError, describe_error)
+from occo.executor import Executor, Failure, uninterruptible
 from occo.leases import held
 from occo.maintenance import PassResult, observe, run_pass
 from occo.planner import DOWN, SET, UP, Plan, apply_requests, make_plan

@@ -65,9 +65,6 @@ class InfraGraph:
         """Node names in build order: level by level, description order within a level."""
         return [name for level in self.levels for name in level]
 
-    def dependents(self, name: str) -> List[str]:
-        return [n.name for n in self.nodes.values() if name in n.depends_on]
-
     def mappings(self, name: str) -> Dict[str, Dict[str, List[Dict[str, Any]]]]:
         """The original's per-node ``mappings``: inbound (from dependees) and outbound."""
         return {'inbound': {e.dependee: e.mappings for e in self.edges if e.dependent == name},

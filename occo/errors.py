@@ -111,6 +111,8 @@ class TeardownError(OccoError):
     ``occopus-destroy`` can try again."""
 
 
-class Interrupted(OccoError):
-    """The user interrupted the command (SIGINT/SIGTERM)."""
-    exit_code = EXIT_INTERRUPTED
+def describe_error(exc: BaseException) -> str:
+    """A one-line reason for an exception raised by a plugin, a template or a check."""
+    if isinstance(exc, OccoError):
+        return exc.message if not exc.where() else str(exc)
+    return f'{type(exc).__name__}: {exc}'.replace('\n', ' ')

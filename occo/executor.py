@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from occo import health, plugins
-from occo.errors import BuildError, LeaseLost, OccoError
+from occo.errors import BuildError, LeaseLost, describe_error
 from occo.plugins.resources.base import FAILED, RUNNING, SHUTDOWN, CreateRequest
 from occo.resolution import Address, Resolver
 from occo.runtime import Runtime
@@ -54,13 +54,6 @@ class Failure:
         if reason.startswith(f"node '{self.node}': "):
             reason = reason[len(f"node '{self.node}': "):]
         return f"node '{self.node}'{instance}: {reason}"
-
-
-def describe_error(exc: BaseException) -> str:
-    """A one-line reason for an exception raised by a plugin or a template."""
-    if isinstance(exc, OccoError):
-        return exc.message if not exc.where() else str(exc)
-    return f'{type(exc).__name__}: {exc}'.replace('\n', ' ')
 
 
 POLL_GRID = 0.05

@@ -100,7 +100,7 @@ def check_record(record: Mapping[str, Any], variables: Mapping[str, Any]) -> Tup
     fails now, ``(why, True)`` if one can never pass here (e.g. ping is not installed).  Never
     raises: a check that breaks counts as failing."""
     from occo import templates
-    from occo.errors import OccoError
+    from occo.errors import describe_error
     context = template_context(record, variables)
 
     def render(text: str) -> str:
@@ -109,10 +109,8 @@ def check_record(record: Mapping[str, Any], variables: Mapping[str, Any]) -> Tup
         return check_instance(record.get('health_check') or {}, context['ip'], render), False
     except HealthCheckError as exc:
         return str(exc), True
-    except OccoError as exc:
-        return exc.message, False
     except Exception as exc:  # noqa: BLE001 - a broken check is a failing check
-        return f'{type(exc).__name__}: {exc}', False
+        return describe_error(exc), False
 
 
 def has_checks(record: Mapping[str, Any], handler: Any) -> bool:

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from occo import health
-from occo.errors import BuildError
-from occo.executor import Executor, Failure, describe_error
+from occo.errors import BuildError, describe_error
+from occo.executor import Executor, Failure
 from occo.plugins.resources.base import FAILED, PENDING, RUNNING, SHUTDOWN
 from occo.planner import Plan, apply_requests, make_plan
 from occo.store import event

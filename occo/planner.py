@@ -66,10 +66,6 @@ class Plan:
     drops: List[DropNode] = field(default_factory=list)
     creates: List[CreateNode] = field(default_factory=list)
 
-    @property
-    def empty(self) -> bool:
-        return not self.drops and not self.creates
-
     def to_json(self) -> Dict[str, Any]:
         return asdict(self)
 

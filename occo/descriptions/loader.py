@@ -26,7 +26,6 @@ from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 from occo.errors import YAMLFileError
 
-IMPORT_TAGS = ('!yaml_import', '!text_import')
 #: Most values a document may hold once its aliases are expanded ("billion laughs" guard).
 MAX_VALUES = 200_000
 FILE_SCHEME = 'file://'

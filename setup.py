@@ -28,7 +28,7 @@ EXTRAS = {
     'docker': ['docker>=6.0'],
     'mysql': ['PyMySQL>=1.0'],
     'rest': ['fastapi>=0.100', 'uvicorn>=0.22'],
-    'test': ['pytest>=7.0'],
+    'test': ['pytest>=7.0', 'pytest-xdist>=3.0'],
 }
 EXTRAS['all'] = sorted({req for name, reqs in EXTRAS.items() if name != 'test' for req in reqs})
 
@@ -42,7 +42,8 @@ setup(
     license='Apache-2.0',
     packages=find_packages(include=['occo', 'occo.*']),
     python_requires='>=3.9',
-    install_requires=['redis>=4.5', 'PyYAML>=6.0', 'Jinja2>=3.0', 'requests>=2.28'],
+    install_requires=['redis>=4.5', 'PyYAML>=6.0', 'Jinja2>=3.0', 'requests>=2.28',
+                      'tenacity>=8.0'],
     extras_require=EXTRAS,
     entry_points=dict(builtin_plugins(), console_scripts=[
         'occopus-build = occo.cli.build:main',

@@ -90,4 +90,6 @@ def arguments(argv: Optional[List[str]] = None) -> Dict[str, float]:
     parser.add_argument('--levels', type=int, default=5)
     parser.add_argument('--boot-time', type=float, default=0.0)
     parser.add_argument('--parallelism', type=int, default=10)
+    parser.add_argument('--sequential', action='store_true',
+                        help='build one instance at a time (the default mode of occopus-build)')
     return vars(parser.parse_args(argv))

@@ -4,6 +4,7 @@ Prints one JSON line: wall time of the whole command, the critical path (L x boo
 their ratio, Redis commands issued (INFO commandstats, per node too), the command's CPU time
 (per node too) and peak RSS.
 Usage: .venv/bin/python benchmarks/build_dummy.py [--nodes N] [--levels L] [--boot-time S]
+       [--parallelism P] [--sequential]
 """
 from __future__ import annotations
 
@@ -19,14 +20,16 @@ def main() -> None:
         folder = write_dummy_infra(bench.folder, nodes, levels, boot)
         imported = bench.run(command('occopus-import'), str(folder / 'nodes.yaml'))
         assert imported.returncode == 0, imported.stderr
-        result = bench.measure(command('occopus-build'), '--parallelize', '--parallelism',
-                               str(args['parallelism']), str(folder / 'infra.yaml'))
+        mode = ['--parallelize', '--parallelism', str(args['parallelism'])]
+        result = bench.measure(command('occopus-build'), *([] if args['sequential'] else mode),
+                               str(folder / 'infra.yaml'))
         assert result['exit_code'] == 0, result['stderr'][-2000:]
         left = bench.redis.hlen('occo:dummycloud')
     critical = levels * boot
     print(json.dumps({
         'benchmark': 'build_dummy', 'nodes': nodes, 'levels': levels, 'boot_time_s': boot,
-        'parallelism': args['parallelism'], 'wall_s': round(result['wall_s'], 3),
+        'mode': 'sequential' if args['sequential'] else 'parallel',
+        'parallelism': 1 if args['sequential'] else args['parallelism'], 'wall_s': round(result['wall_s'], 3),
         'critical_path_s': critical,
         'ratio': round(result['wall_s'] / critical, 3) if critical else None,
         'redis_commands': result['redis_commands'],

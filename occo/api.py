@@ -20,13 +20,15 @@ from occo.config import AuthData, Config
 from occo.descriptions.infra import InfraDescription, load_infra_description
 from occo.descriptions.nodedefs import NodeDefinition, load_node_definitions
 from occo.errors import (BuildError, DescriptionError, LeaseHeld, LeaseLost, NotImplementedYet,
-                         OccoError, TeardownError, UsageError, describe_error)
+                         OccoError, StoreError, TeardownError, UnknownInfrastructure, UsageError,
+                         describe_error)
 from occo.executor import Executor, Failure, uninterruptible
+from occo.instances import InfraState, Instance, State
 from occo.leases import held
 from occo.maintenance import PassResult, observe, run_pass
-from occo.planner import DOWN, SET, UP, Plan, apply_requests, make_plan
+from occo.planner import DOWN, SET, UP, Plan, make_plan, plan_from_state
 from occo.resolution import Address, AddressBook, Resolver
-from occo.runtime import Runtime
+from occo.runtime import Runtime, check_settings
 from occo.store import WHO, Store, event
 
 
@@ -112,15 +114,16 @@ class BuildResult:
     """A built infrastructure: its graph and its ready instances (by node, in build order)."""
 
     graph: InfraGraph
-    instances: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict)
+    instances: Dict[str, List[Instance]] = field(default_factory=dict)
 
 
 def group_instances(graph: InfraGraph, records: Mapping[str, Mapping[str, Any]]
-                    ) -> Dict[str, List[Dict[str, Any]]]:
-    """Instance records by node name (build order), oldest first."""
-    grouped: Dict[str, List[Dict[str, Any]]] = {name: [] for name in graph.order}
-    for record in sorted(records.values(), key=lambda r: r.get('created_at') or 0):
-        grouped.setdefault(record.get('node', '?'), []).append(dict(record))
+                    ) -> Dict[str, List[Instance]]:
+    """Stored instance records by node name (build order), oldest first."""
+    grouped: Dict[str, List[Instance]] = {name: [] for name in graph.order}
+    for instance in sorted((Instance.from_json(r) for r in records.values()),
+                           key=lambda i: i.created_at or 0):
+        grouped.setdefault(instance.node, []).append(instance)
     return grouped
 
 
@@ -133,6 +136,7 @@ class Occopus:
 
     def __init__(self, config: Config, *, auth: Optional[AuthData] = None,
                  store: Optional[Store] = None, warn: Optional[Warn] = None) -> None:
+        check_settings(config)
         self.config = config
         self.auth = auth or AuthData()
         self._store = store
@@ -141,7 +145,8 @@ class Occopus:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store.connect(self.config.redis_url, self.config.redis_prefix)
+            self._store = Store.connect(self.config.redis_url, self.config.redis_prefix,
+                                        retry_window=self.config.redis_retry_window)
         return self._store
 
     # -- node definitions --------------------------------------------------------------------
@@ -193,21 +198,16 @@ class Occopus:
         if infra_id is not None:
             check_infra_id(infra_id)
         graph, nodedefs = self.compile(self.load_description(path), infra_id)
-        state = self.store.load(graph.infra_id) if infra_id else None
+        state = InfraState.from_store(self.store.load(graph.infra_id)) if infra_id else None
         if state is None:
             return DryRun(graph=graph, plan=make_plan(graph, resources_of(graph, nodedefs)))
         # An update of a live infrastructure: what one pass would do, from the records alone.
-        verdicts = {k: r.get('error') or 'it failed' for k, r in state['instances'].items()
-                    if r.get('state') == 'failed'}
-        alive: Dict[str, List[Dict[str, Any]]] = {}
-        for key, record in state['instances'].items():
-            if key not in verdicts:
-                alive.setdefault(record.get('node', ''), []).append(record)
-        scaling = apply_requests(graph, state['targets'], state['requests'], alive)
+        verdicts = {k: i.error or 'it failed' for k, i in state.instances.items()
+                    if i.state == State.FAILED}
+        plan, scaling = plan_from_state(graph, resources_of(graph, nodedefs), state.instances,
+                                        state.targets, state.requests, verdicts=verdicts)
         for warning in scaling.warnings:
             self.warn(warning)
-        plan = make_plan(graph, resources_of(graph, nodedefs), state['instances'], scaling.targets,
-                         verdicts=verdicts, selected=scaling.selected)
         return DryRun(graph=graph, plan=plan)
 
     def render(self, path: str, infra_id: Optional[str] = None,
@@ -238,15 +238,15 @@ class Occopus:
 
     def _executor(self, store: Store, graph: InfraGraph, nodedefs: Mapping[str, Any],
                   parallelize: Optional[bool], parallelism: Optional[int], report: Warn,
-                  records: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Executor:
+                  records: Optional[Mapping[str, Instance]] = None) -> Executor:
         """An executor for ``graph`` writing through ``store`` (fenced under a lease); the
         address book starts with the ready instances among ``records``."""
         book = AddressBook(graph.order)
         book.warn = self.warn
-        for record in sorted((records or {}).values(), key=lambda r: r.get('created_at') or 0):
-            if record.get('state') == 'ready':
-                book.add(record['node'], Address(record['node_id'], record.get('addresses') or [],
-                                                 record.get('private_address')))
+        for instance in sorted((records or {}).values(), key=lambda i: i.created_at or 0):
+            if instance.state == State.READY:
+                book.add(instance.node, Address(instance.node_id, instance.addresses,
+                                                instance.private_address))
         resolver = Resolver(graph, nodedefs, book, allow_cmd=self.config.allow_cmd)
         parallel = self.config.parallelize if parallelize is None else parallelize
         runtime = Runtime(self.config, self.auth, store, self.warn)
@@ -283,24 +283,60 @@ class Occopus:
             if not store.create_infra(graph.infra_id, self._record(graph, nodedefs, path, now),
                                       summary, targets):
                 raise OccoError(f'infrastructure {graph.infra_id} already exists')
+            executor = self._executor(store, graph, nodedefs, parallelize, parallelism, report)
             try:
                 report(f'Submitted infrastructure: {graph.infra_id}')
-                executor = self._executor(store, graph, nodedefs, parallelize, parallelism, report)
                 executor.create_all(plan.creates)
                 store.set_infra_state(graph.infra_id, 'ready', dict(summary, **counts(plan)))
                 return BuildResult(graph, group_instances(graph, store.instances(graph.infra_id)))
             except BaseException as exc:
-                if store.lost.is_set():  # another process owns it now: not ours to tear down
-                    raise LeaseLost(f'lost the lease on infrastructure {graph.infra_id} to another '
-                                    'process, which manages it from now on') from None
-                report('Interrupted: tearing down what was built, then exiting'
-                       if not isinstance(exc, Exception) else
-                       f'Error occurred ({exc}), tearing down the infrastructure')
                 with uninterruptible(report):
-                    self._tear_down(self._executor(store, graph, nodedefs, parallelize,
-                                                   parallelism, report), report)
-                report('The partially built infrastructure has been torn down.')
+                    self._roll_back(executor, exc, report)
                 raise
+
+    def _roll_back(self, executor: Executor, exc: BaseException, report: Warn) -> None:
+        """Tear down a build that failed or was interrupted.  While the store can be trusted,
+        everything recorded for the infrastructure (and found by its tags) is dropped and the
+        infrastructure forgotten; once it cannot (Redis gone for good, or back without our
+        records or our lease), exactly what this run made is dropped, from the executor's
+        journal.  Raises what the user must hear if it is not ``exc`` itself."""
+        store, infra_id = executor.store, executor.infra_id
+        if store.lost.is_set() and _taken_over(store):
+            raise LeaseLost(f'lost the lease on infrastructure {infra_id} to another process, '
+                            'which manages it from now on') from None
+        if not (store.lost.is_set() or isinstance(exc, (StoreError, LeaseLost))):
+            report('Interrupted: tearing down what was built, then exiting'
+                   if not isinstance(exc, Exception) else
+                   f'Error occurred ({describe_error(exc)}), tearing down the infrastructure')
+            try:
+                self._tear_down(executor, report)
+                report('The partially built infrastructure has been torn down.')
+                return
+            except (StoreError, LeaseLost) as failure:
+                exc = failure
+        raise self._abandon(executor, exc, report) from None
+
+    def _abandon(self, executor: Executor, exc: BaseException, report: Warn) -> OccoError:
+        """Drop what this run made without the store's help; the error that says so."""
+        store, infra_id = executor.store, executor.infra_id
+        what = (getattr(store, 'lost_reason', '') or describe_error(exc)) if store.lost.is_set() \
+            else describe_error(exc)
+        made = len(executor.journal)
+        report(f'{what}; removing the {made} resource(s) this build made')
+        store.retry_window = min(getattr(store, 'retry_window', 0) or 0, 2.0)  # it is down: fail fast
+        failures = executor.tear_down_journal()
+        if failures:
+            names = ', '.join(f'{f.node}/{(f.node_id or "?")[:8]}' for f in failures[:10])
+            more = f' and {len(failures) - 10} more' if len(failures) > 10 else ''
+            return OccoError(f'build of {infra_id} stopped: {what}; could not remove {names}{more}: '
+                             f'run occopus-destroy -i {infra_id} once Redis answers again')
+        try:
+            if store.infra(infra_id) is not None:
+                store.delete_infra(infra_id)
+        except OccoError:
+            pass  # nothing of it is left in any cloud; the record goes with the next destroy
+        return OccoError(f'build of {infra_id} stopped: {what}; the {made} resource(s) it made '
+                         'were removed')
 
     def _record(self, graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition], source: str,
                 created_at: float) -> Dict[str, Any]:
@@ -324,10 +360,10 @@ class Occopus:
         check_buildable(graph, nodedefs)
         with held(self.store, infra_id, self.config.lease_ttl, wait=self.config.lease_ttl,
                   report=report) as store:
-            state = store.load(infra_id)
+            state = InfraState.from_store(store.load(infra_id))
             if state is None:
-                raise OccoError(f'Unknown infrastructure: "{infra_id}"')
-            old = state['infra']
+                raise UnknownInfrastructure(infra_id)
+            old = state.infra
             record = self._record(graph, nodedefs, path, old.get('created_at') or time.time())
             summary = dict(self.store.summary(infra_id), name=graph.infra_name)
             store.replace_infra(infra_id, record, summary, reason=f'description from {path}')
@@ -343,7 +379,7 @@ class Occopus:
         """Drop every instance of the infrastructure and forget it; if some cannot be dropped,
         keep their records (and the infrastructure) so that destroy can try again."""
         store, infra_id = executor.store, executor.infra_id
-        failures = executor.drop_all(store.instances(infra_id), everything=True)
+        failures = executor.drop_all(_instances(store.instances(infra_id)), everything=True)
         if failures:
             store.set_infra_state(infra_id, 'destroy_failed', self.store.summary(infra_id),
                                   reason=str(failures[0]))
@@ -376,8 +412,7 @@ class Occopus:
         if record is None:
             if self.store.summary(infra_id):
                 self.store.forget(infra_id)  # only a stale registry entry was left of it
-            raise OccoError(f'Unknown infrastructure: "{infra_id}" (occopus-manage -l lists the '
-                            'known ones)')
+            raise UnknownInfrastructure(infra_id)
         return record
 
     def _stored_graph(self, record: Mapping[str, Any]
@@ -413,23 +448,25 @@ class Occopus:
         report = report or self.warn
         self._known(check_infra_id(infra_id))  # no lease (nor key) for an unknown id
         with held(self.store, infra_id, self.config.lease_ttl, report=report) as store:
-            state = store.load(infra_id)
+            state = InfraState.from_store(store.load(infra_id))
             if state is None:
-                raise OccoError(f'Unknown infrastructure: "{infra_id}" (occopus-manage -l lists '
-                                'the known ones)')
-            graph, nodedefs = self._stored_graph(state['infra'])
-            return self._pass(store, graph, nodedefs, state, parallelize=parallelize,
-                              parallelism=parallelism, stop=stop, report=report)
+                raise UnknownInfrastructure(infra_id)
+            graph, nodedefs = self._stored_graph(state.infra)
+            result = self._pass(store, graph, nodedefs, state, parallelize=parallelize,
+                                parallelism=parallelism, stop=stop, report=report)
+            if store.lost.is_set():  # its writes were refused: another process owns it now
+                raise LeaseLost(f'lost the lease on infrastructure {infra_id}: '
+                                f"{getattr(store, 'lost_reason', '') or 'it is no longer ours'}; "
+                                'what this pass did not finish is left to the process that holds it')
+            return result
 
     def _pass(self, store: Store, graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition],
-              state: Mapping[str, Any], *, parallelize: Optional[bool],
+              state: InfraState, *, parallelize: Optional[bool],
               parallelism: Optional[int], report: Warn, stop: Optional[threading.Event] = None,
               on_plan: Optional[PlanHook] = None) -> PassResult:
         executor = self._executor(store, graph, nodedefs, parallelize, parallelism, report,
-                                  records=state['instances'])
+                                  records=state.instances)
         result = run_pass(executor, state, resources_of(graph, nodedefs),
-                          health_checks=self.config.health_checks,
-                          create_timeout=self.config.create_timeout,
                           retry_backoff=self.config.retry_backoff, stop=stop, report=report,
                           on_plan=on_plan)
         summary = self.store.summary(graph.infra_id)
@@ -452,10 +489,12 @@ class Occopus:
                                  stop=stop, report=report)
             except LeaseHeld as exc:
                 report(f'{exc.message}; trying again in {interval:g} s')
+            except UnknownInfrastructure:
+                report(f'infrastructure {infra_id} no longer exists; nothing left to manage')
+                return
+            except LeaseLost:
+                raise  # another process manages it now: this one must not write any more
             except OccoError as exc:
-                if exc.message.startswith('Unknown infrastructure'):
-                    report(f'infrastructure {infra_id} no longer exists; nothing left to manage')
-                    return
                 self._record_error(infra_id, exc, interval, report)
             except Exception as exc:  # noqa: BLE001 - a bug must not stop the maintainer either
                 self._record_error(infra_id, exc, interval, report)
@@ -465,7 +504,7 @@ class Occopus:
         reason = describe_error(exc)
         report(f'pass failed: {reason}; trying again in {interval:g} s')
         try:
-            self.store.add_events(infra_id, [event('pass_failed', reason=reason)])
+            self.store.add_events(infra_id, [event('pass_failed', reason=reason)], if_exists=True)
         except OccoError:
             pass  # Redis itself is the problem; the next pass tries again
 
@@ -496,7 +535,7 @@ class Occopus:
             raise UsageError('a scaling request needs a change, a target or a selector')
         pending = self.store.add_request(infra_id, request)
         if not pending:
-            raise OccoError(f'Unknown infrastructure: "{infra_id}" (it was destroyed just now)')
+            raise UnknownInfrastructure(infra_id, 'it was destroyed just now')
         return pending
 
     # -- reports -------------------------------------------------------------------------------
@@ -521,39 +560,34 @@ class Occopus:
         """The state of every node and instance: the REST service's ``GET
         /infrastructures/<id>`` shape.  With ``live``, asks the clouds and runs the health
         checks (read-only: no lease is taken and nothing is written)."""
-        state = self.store.load(check_infra_id(infra_id))
+        state = InfraState.from_store(self.store.load(check_infra_id(infra_id)))
         if state is None:
-            raise OccoError(f'Unknown infrastructure: "{infra_id}" (occopus-manage -l lists the '
-                            'known ones)')
-        graph, nodedefs = self._stored_graph(state['infra'])
-        instances = state['instances']
+            raise UnknownInfrastructure(infra_id)
+        graph, nodedefs = self._stored_graph(state.infra)
+        instances = state.instances
         verdicts: Dict[str, str] = {}
         if live:
             executor = self._executor(self.store, graph, nodedefs, None, None, self.warn)
-            seen = observe(executor, instances, state['failtimes'],
-                           health_checks=self.config.health_checks,
-                           create_timeout=self.config.create_timeout)
+            seen = observe(executor, instances, state.failtimes)
             instances = {**instances, **seen.updated}
             verdicts = seen.verdicts
-        alive: Dict[str, List[Dict[str, Any]]] = {}
-        for key, record in instances.items():
-            if key not in verdicts:
-                alive.setdefault(record.get('node', ''), []).append(record)
-        targets = apply_requests(graph, state['targets'], state['requests'], alive).targets
+        _, scaling = plan_from_state(graph, resources_of(graph, nodedefs), instances,
+                                     state.targets, state.requests, verdicts=verdicts)
+        by_node: Dict[str, List[Instance]] = {}
+        for instance in sorted(instances.values(), key=lambda i: i.created_at or 0):
+            by_node.setdefault(instance.node, []).append(instance)
         result: Dict[str, Any] = {}
-        for name in list(graph.order) + sorted({r.get('node', '?') for r in instances.values()}
-                                               - set(graph.nodes)):
-            records = sorted((r for r in instances.values() if r.get('node') == name),
-                             key=lambda r: r.get('created_at') or 0)
+        for name in list(graph.order) + sorted(set(by_node) - set(graph.nodes)):
+            records = by_node.get(name)
             if not records:
                 continue
             node = graph.nodes.get(name)
             result[name] = {
-                'instances': {r['node_id']: {
-                    'resource_address': _address(r),
-                    'state': 'failed' if r['node_id'] in verdicts else _public_state(r)}
-                    for r in records},
-                'scaling': {'actual': len(records), 'target': targets.get(name, 0),
+                'instances': {i.node_id: {
+                    'resource_address': _address(i),
+                    'state': 'failed' if i.node_id in verdicts else i.public_state()}
+                    for i in records},
+                'scaling': {'actual': len(records), 'target': scaling.targets.get(name, 0),
                             'min': node.scaling.min if node else 0,
                             'max': node.scaling.max if node else 0},
             }
@@ -595,17 +629,21 @@ def counts(plan: Plan) -> Dict[str, int]:
     return {'instances': sum(n.target for n in plan.nodes), 'nodes': len(plan.nodes)}
 
 
-def _address(record: Mapping[str, Any]) -> Any:
-    addresses = list(record.get('addresses') or [])
-    if len(addresses) > 1:
-        return addresses
-    return addresses[0] if addresses else record.get('private_address') or ''
+def _address(instance: Instance) -> Any:
+    """The original's ``resource_address``: one address, a list of them, or ''."""
+    if len(instance.addresses) > 1:
+        return list(instance.addresses)
+    return instance.address()
 
 
-def _public_state(record: Mapping[str, Any]) -> str:
-    """The original's node states: ready, pending, failed (creating counts as pending)."""
-    state = record.get('state')
-    return state if state in ('ready', 'failed', 'shutdown') else 'pending'
+def _instances(records: Mapping[str, Mapping[str, Any]]) -> Dict[str, Instance]:
+    return {key: Instance.from_json(record) for key, record in records.items()}
+
+
+def _taken_over(store: Store) -> bool:
+    """True if our lease was lost to another process (which then owns the infrastructure and
+    what we made for it), rather than to Redis losing our records."""
+    return bool(getattr(store, 'taken_over', False))
 
 
 def _teardown_message(infra_id: str, failures: List[Failure]) -> str:

@@ -14,6 +14,7 @@ ignored with a warning and nothing in them is executed.
 from __future__ import annotations
 
 import getpass
+import math
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -56,9 +57,13 @@ class Config:
     create_timeout: float = 1800.0
     health_checks: bool = True
     allow_cmd: bool = False
-    local_root: str = os.path.join(USER_DIR, 'local')
     lease_ttl: float = 30.0
     retry_backoff: float = 5.0
+    call_timeout: float = 60.0
+    endpoint_parallelism: int = 10
+    redis_retry_window: float = 30.0
+    #: per resource type, the settings section its handler gets (e.g. ``local: {root: ...}``)
+    resources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: Optional[str] = None
     warnings: Tuple[str, ...] = ()
 
@@ -70,6 +75,11 @@ def _is_text(value: Any) -> bool:
 def _is_whole(low: int, high: Optional[int] = None) -> Any:
     return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low and (
         high is None or v <= high)
+
+
+def _is_seconds(low: float) -> Any:
+    return lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool)
+                      and math.isfinite(v) and v >= low)
 
 
 def _is_redis_url(value: Any) -> bool:
@@ -91,6 +101,12 @@ _FIELDS: Dict[Tuple[str, ...], Tuple[str, Any, str]] = {
     ('health_checks',): ('health_checks', lambda v: isinstance(v, bool), 'true or false'),
     ('allow_cmd',): ('allow_cmd', lambda v: isinstance(v, bool), 'true or false'),
     ('local_root',): ('local_root', _is_text, 'a directory for the local backend\'s instances'),
+    ('call_timeout',): ('call_timeout', _is_seconds(0.1), 'a number of seconds >= 0.1'),
+    ('endpoint_parallelism',): ('endpoint_parallelism', _is_whole(1), 'a whole number >= 1'),
+    ('redis_retry_window',): ('redis_retry_window', _is_seconds(0), 'a number of seconds >= 0'),
+    ('resources',): ('resources', lambda v: isinstance(v, Mapping) and all(
+        isinstance(k, str) and isinstance(s, Mapping) for k, s in v.items()),
+        'a mapping of resource types to their settings, e.g. {local: {root: /srv/occopus}}'),
     ('lease_ttl',): ('lease_ttl', lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
                      and v >= 1, 'a number of seconds >= 1'),
     ('retry_backoff',): ('retry_backoff', lambda v: isinstance(v, (int, float))
@@ -180,6 +196,7 @@ def _apply_file(config: Config, path: str) -> Config:
                 changes[_field(value, (key, sub), subvalue)] = subvalue
         elif key not in LEGACY_SECTIONS:
             changes[_field(data, (key,), value)] = value
+    _settings_sections(changes)
     warnings = list(config.warnings)
     if any(section in data for section in LEGACY_SECTIONS):
         legacy, used = _legacy(data)
@@ -190,6 +207,18 @@ def _apply_file(config: Config, path: str) -> Config:
     elif ignored_tags:
         raise _fail(f"unsupported YAML tag(s) {', '.join(ignored_tags)} in a configuration file", data)
     return replace(config, warnings=tuple(warnings), **changes)
+
+
+def _settings_sections(changes: Dict[str, Any]) -> None:
+    """Plain per-type settings; ``local_root`` (the older spelling) becomes
+    ``resources: {local: {root: ...}}`` unless that is given too."""
+    from occo.descriptions.loader import to_plain
+    resources = {name: dict(to_plain(section)) for name, section in changes.get('resources', {}).items()}
+    root = changes.pop('local_root', None)
+    if root is not None:
+        resources.setdefault('local', {}).setdefault('root', root)
+    if resources:
+        changes['resources'] = resources
 
 
 def _field(container: Mapping[str, Any], path: Tuple[str, ...], value: Any) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -78,7 +77,7 @@ class StoreError(OccoError):
 class LeaseHeld(OccoError):
     """Another process is changing the infrastructure right now."""
 
-    def __init__(self, infra_id: str, holder: str, since: float, left: float, token: int = 0,
+    def __init__(self, infra_id: str, holder: str, since: float, left: float, token: str = '',
                  namespace: str = '') -> None:
         import time
         ago = max(0, time.time() - since) if since else 0
@@ -90,6 +89,27 @@ class LeaseHeld(OccoError):
 
 class LeaseLost(OccoError):
     """Our lease on an infrastructure expired or was taken over: we must stop writing."""
+
+
+class UnknownInfrastructure(OccoError):
+    """No infrastructure has the given id (any more)."""
+
+    def __init__(self, infra_id: str, note: str = 'occopus-manage -l lists the known ones') -> None:
+        super().__init__(f'Unknown infrastructure: "{infra_id}" ({note})')
+        self.infra_id = infra_id
+
+
+class CloudError(OccoError):
+    """A cloud refused or failed a call; trying the same call again will not help."""
+
+
+class TransientCloudError(CloudError):
+    """A cloud call failed in a way that may pass (throttling, a 5xx answer, a reset
+    connection, a time-out): the engine retries it with backoff within the node's deadline."""
+
+
+class CallTimeout(CloudError):
+    """A cloud call did not return within its limit; the engine stopped waiting for it."""
 
 
 class TemplateError(OccoError):

@@ -1,42 +1,58 @@
 """The executor: applies a plan's creates and drops to the clouds.
 
-Creates start the moment their own node's dependencies are ready -- there are no level
-barriers.  Sequential mode (the default, as the original) handles one instance at a time in
-plan order, waiting for it to be ready before the next; parallel mode runs up to
-``parallelism`` cloud calls at once, and an instance waiting to become ready holds no slot.
+Both walk the infrastructure's graph with :class:`~occo.walker.Walker`: an instance is created
+the moment its own node's dependencies are ready (no level barriers), and dropped the moment
+the instances that depend on it are gone (the same edges, reversed).  Sequential mode (the
+default, as the original) handles one instance at a time in plan order, waiting for it to be
+ready before the next; parallel mode runs up to ``parallelism`` creates or drops at once, and
+an instance waiting to become ready holds no slot.
 
-Readiness = the resource is running, its config manager is done, and its health checks pass.
-Polling backs off with the time waited (an instance is seen ready within about a fifth of the
-time it has waited, polls are 0.1 s to 10 s apart), states are asked per handler in one batch,
-health checks run concurrently on a bounded pool, and every wait is bounded by the create
-timeout.  Instance records are written (state ``creating``) before a cloud is called, so a build
-killed at any point leaves nothing untraceable.
+Every cloud call goes through :class:`~occo.calls.Calls`: bounded in time (``create_timeout``
+covers a whole create, call included; ``call_timeout`` bounds states, drop and find), limited
+per endpoint, transient errors retried with backoff (each retry is an event).
+
+Readiness = the resource is running, its config manager is done, and its health checks pass
+(:func:`occo.instances.judge` decides).  A :class:`Monitor` thread polls the clouds for the
+instances being waited for, one batched call per (cloud, endpoint), backing off with the time
+waited (an instance is seen ready within about a fifth of its wait; polls are 0.1 s to 10 s
+apart), runs health checks on a bounded pool, and writes what changed in one round trip.
+
+Instance records are written (state ``creating``) before a cloud is called, so a build killed
+at any point leaves nothing untraceable; and the executor keeps its own journal of what the
+clouds made in this run, so that it can tear exactly that down when Redis comes back empty or
+the lease is gone.
 """
 from __future__ import annotations
 
+import heapq
 import math
 import signal
 import threading
 import time
 import uuid
-from collections import Counter, deque
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from occo import health, plugins
-from occo.errors import BuildError, LeaseLost, describe_error
-from occo.plugins.resources.base import FAILED, RUNNING, SHUTDOWN, CreateRequest
+from occo.calls import Calls
+from occo.errors import BuildError, LeaseLost, OccoError, describe_error
+from occo.instances import (CloudState, Health, Instance, Judgement, ResourceStatus, State,
+                            Verdict, create_timeout, judge)
+from occo.plugins.resources.base import CreateRequest, Created
 from occo.resolution import Address, Resolver
 from occo.runtime import Runtime
 from occo.store import event
+from occo.walker import VertexTimeout, Walker
 
 MIN_POLL = 0.1
 MAX_POLL = 10.0
+POLL_GRID = 0.05
 HEALTH_POOL = 32
 TELL_CHANGED = 5.0
 TELL_SAME = 30.0
+GRACE = 5.0  # seconds past a vertex's own limits before the walker gives up on it
 Report = Callable[[str], None]
 
 
@@ -56,7 +72,8 @@ class Failure:
         return f"node '{self.node}'{instance}: {reason}"
 
 
-POLL_GRID = 0.05
+class NotReady(OccoError):
+    """An instance failed, timed out or vanished before it was ready."""
 
 
 def poll_interval(waited: float) -> float:
@@ -66,7 +83,7 @@ def poll_interval(waited: float) -> float:
 
 
 def next_poll(now: float, started: float) -> float:
-    """When to look again at an instance waited for since ``started``: after
+    """When to look again at an instance waited for since ``started`` (wall clock): after
     :func:`poll_interval`, rounded up to a 50 ms grid so that instances started at nearly the
     same time are asked about in the same batch."""
     return math.ceil((now + poll_interval(now - started)) / POLL_GRID) * POLL_GRID
@@ -90,22 +107,189 @@ def uninterruptible(report: Report) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def seconds(value: float) -> str:
+    return f'{value:g} s'
+
+
+# -- waiting for instances to become ready ----------------------------------------------------
+
 @dataclass
 class _Waiter:
-    """An instance whose resource was created, being watched until it is ready."""
+    """An instance whose resource was created, watched until it is ready."""
 
-    record: Dict[str, Any]
+    instance: Instance
+    future: 'Future[Instance]'
     handler: Any
-    started: float
-    deadline: float
+    endpoint: str
     timeout: float
-    next_poll: float
-    health_check: Dict[str, Any]
-    health_failing_since: Optional[float] = None
+    next_poll: float = 0.0
+    health: Optional[Health] = None
+    checking: bool = False
     last_reason: str = 'the resource is still pending'
-    checking: Optional[Future] = None
     told: str = ''
     told_at: float = 0.0
+
+
+class Monitor:
+    """Watches created instances until each is ready, failed or timed out, and settles the
+    future the walker waits on.  One thread; cloud calls batched per (cloud, endpoint)."""
+
+    def __init__(self, executor: 'Executor') -> None:
+        self.executor = executor
+        self._cond = threading.Condition()
+        self._waiters: Dict[str, _Waiter] = {}
+        self._due: List[Tuple[float, str]] = []  # (next poll, node id) heap
+        self._checked: List[Tuple[_Waiter, Health]] = []
+        self._stopped = False
+        self._health = ThreadPoolExecutor(HEALTH_POOL, thread_name_prefix='occo-health')
+        self._thread = threading.Thread(target=self._run, name='occo-monitor', daemon=True)
+        self._thread.start()
+
+    def watch(self, instance: Instance) -> 'Future[Instance]':
+        """Wait for ``instance`` (created, with a resource id) to become ready."""
+        handler = self.executor.runtime.handler(instance.resource_type)
+        waiter = _Waiter(instance, Future(), handler, handler.endpoint(instance.resource),
+                         create_timeout(instance, self.executor.create_timeout))
+        with self._cond:
+            self._waiters[instance.node_id] = waiter
+            heapq.heappush(self._due, (0.0, instance.node_id))
+            self._cond.notify()
+        return waiter.future
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        self._thread.join()
+        self._health.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and not self._checked and not (
+                        self._due and self._due[0][0] <= time.time()):
+                    wait = self._due[0][0] - time.time() if self._due else None
+                    self._cond.wait(None if wait is None else min(max(wait, 0.0), MAX_POLL))
+                if self._stopped:
+                    return
+                now = time.time()
+                due = []
+                while self._due and self._due[0][0] <= now:
+                    _, node_id = heapq.heappop(self._due)
+                    waiter = self._waiters.get(node_id)
+                    if waiter is not None and not waiter.checking:
+                        due.append(waiter)
+                checked, self._checked = self._checked, []
+            try:
+                self._look(due, checked)
+            except BaseException as exc:  # noqa: BLE001 - the store failed: so did they
+                for waiter in due + [w for w, _ in checked]:
+                    self._settle(waiter, exc)
+
+    def _look(self, due: List[_Waiter], checked: List[Tuple[_Waiter, Health]]) -> None:
+        """Ask the clouds about ``due`` instances (one call per cloud and endpoint), judge
+        them and those whose health checks just ended, and write what changed at once."""
+        now = time.time()
+        judged: List[Tuple[_Waiter, Judgement]] = []
+        for waiter, outcome in checked:
+            waiter.checking, waiter.health = False, outcome
+            judged.append((waiter, self._judge(waiter, CloudState.RUNNING, now, health=outcome)))
+        groups: Dict[Tuple[int, str], List[_Waiter]] = {}
+        for waiter in due:
+            groups.setdefault((id(waiter.handler), waiter.endpoint), []).append(waiter)
+        for group in groups.values():
+            statuses = self.executor.states(group[0].handler, [w.instance for w in group])
+            for waiter in group:
+                status = statuses.get(waiter.instance.node_id)
+                if isinstance(status, ResourceStatus):
+                    if status.addresses:
+                        waiter.instance.addresses = list(status.addresses)
+                    if status.private_address:
+                        waiter.instance.private_address = status.private_address
+                    judged.append((waiter, self._judge(waiter, status.state, now, status)))
+                else:  # not asked this time (status: why), or left out
+                    judgement = self._judge(waiter, None, now)
+                    if status and judgement.verdict == Verdict.PENDING:
+                        judgement = Judgement(Verdict.PENDING, status)
+                    judged.append((waiter, judgement))
+        done = self.executor.finish([(w.instance, j) for w, j in judged if
+                                     j.verdict not in (Verdict.PENDING, Verdict.CHECK)])
+        for waiter, judgement in judged:
+            if judgement.verdict == Verdict.CHECK:
+                self._check(waiter)
+            elif judgement.verdict == Verdict.PENDING:
+                waiter.last_reason = judgement.reason or waiter.last_reason
+                self._tell(waiter, now)
+                with self._cond:
+                    limit = waiter.instance.created_at + waiter.timeout + 0.01
+                    heapq.heappush(self._due, (min(next_poll(now, waiter.instance.created_at),
+                                                   limit), waiter.instance.node_id))
+        for waiter, judgement in judged:
+            if waiter.instance.node_id in done:
+                self._settle(waiter, None if judgement.verdict == Verdict.READY
+                             else NotReady(judgement.reason or 'it failed'))
+
+    def _judge(self, waiter: _Waiter, state: Optional[CloudState], now: float,
+               status: Optional[ResourceStatus] = None, health: Optional[Health] = None
+               ) -> Judgement:
+        """Judge a waiter from a fresh cloud ``state`` (health checks then run again) or from
+        the ``health`` checks that just ended."""
+        instance = waiter.instance
+        if status is None and state is not None:
+            status = ResourceStatus(state, list(instance.addresses), instance.private_address)
+        runtime = self.executor.runtime
+        cm_type = (instance.config_management or {}).get('type', 'dummy')
+        configured = status is not None and status.state == CloudState.RUNNING and \
+            runtime.config_manager(cm_type).ready(instance)
+        return judge(instance, status, configured=configured,
+                     wants_health=self.executor.wants_health(instance, waiter.handler),
+                     health=health,
+                     timeout=waiter.timeout, now=now)
+
+    def _check(self, waiter: _Waiter) -> None:
+        waiter.checking = True
+        since = waiter.health.failing_since if waiter.health else None
+
+        def run() -> None:
+            outcome = self.executor.check_health(waiter.instance, since)
+            with self._cond:
+                self._checked.append((waiter, outcome))
+                self._cond.notify()
+        self._health.submit(run)
+
+    def _settle(self, waiter: _Waiter, exc: Optional[BaseException]) -> None:
+        with self._cond:
+            self._waiters.pop(waiter.instance.node_id, None)
+        if waiter.future.done():
+            return
+        if exc is None:
+            waiter.future.set_result(waiter.instance)
+        else:
+            waiter.future.set_exception(exc)
+
+    def _tell(self, waiter: _Waiter, now: float) -> None:
+        """Say why an instance is still not ready: when the reason changes (at most every
+        TELL_CHANGED seconds) and every TELL_SAME seconds if it does not."""
+        since = now - (waiter.told_at or waiter.instance.created_at)
+        if (waiter.last_reason != waiter.told and since >= TELL_CHANGED) or since >= TELL_SAME:
+            self.executor.report(f'{waiter.instance.short}: still waiting after '
+                                 f'{now - waiter.instance.created_at:.0f} s: {waiter.last_reason}')
+            waiter.told, waiter.told_at = waiter.last_reason, now
+
+
+# -- the executor --------------------------------------------------------------------------
+
+Vertex = Tuple[str, Any]  # ('c', index) a create, ('w', node id) a watched instance,
+#                           ('d', key) a drop, ('n', node name) all of a node's vertices
+
+
+@dataclass
+class _Walk:
+    """The vertices and dependencies of one walk, with the instance behind each vertex."""
+
+    order: List[Vertex] = field(default_factory=list)
+    depends_on: Dict[Vertex, List[Vertex]] = field(default_factory=dict)
+    instances: Dict[Vertex, Instance] = field(default_factory=dict)
 
 
 class Executor:
@@ -124,281 +308,300 @@ class Executor:
         self.parallel = parallel
         self.parallelism = max(1, parallelism) if parallel else 1
         self.report = report
-        self.health_checks = runtime.config.health_checks
+        config = runtime.config
+        self.health_checks = config.health_checks
+        self.create_timeout = config.create_timeout
+        self.call_timeout = config.call_timeout
+        self.calls = Calls(endpoint_limit=config.endpoint_parallelism)
+        #: what the clouds made in this run and was not dropped since (node id -> instance):
+        #: torn down from here when the store cannot be trusted any more
+        self.journal: Dict[str, Instance] = {}
         self.created = 0  # resources the clouds made (whether or not they became ready)
-        self._count = threading.Lock()
+        self._lock = threading.Lock()
+
+    # -- cloud calls -----------------------------------------------------------------------
+
+    def _call(self, what: str, instance: Optional[Instance], fn: Callable[[], Any], *,
+              handler: Any, resource: Mapping[str, Any], seconds_: float, limit: str,
+              **options: Any) -> Any:
+        """A bounded, retried cloud call; each retry is told and recorded as an event."""
+        def retried(call: str, reason: str, attempt: int, wait: float) -> None:
+            text = f'{call}: {reason}; try {attempt + 1} in {wait:.1f} s'
+            self.report(f'{instance.short}: {text}' if instance else text)
+            try:
+                self.store.add_events(self.infra_id, [event(
+                    'cloud_retry', instance.node if instance else None,
+                    instance.node_id if instance else None, text)])
+            except OccoError:
+                pass  # an event is not worth failing the call for
+        return self.calls.call(what, fn, seconds=seconds_, limit=limit, on_retry=retried,
+                               endpoint=(handler.type, handler.endpoint(resource)), **options)
+
+    def states(self, handler: Any, instances: List[Instance]) -> Dict[str, Any]:
+        """States of ``instances`` (one cloud and endpoint) by node id: a ResourceStatus, or
+        the text of why the cloud could not be asked this time (asked again later)."""
+        try:
+            return self._call(f'the states call on {handler.type}', None,
+                              lambda: handler.states(instances), handler=handler,
+                              resource=instances[0].resource, seconds_=self.call_timeout,
+                              limit=f'call_timeout ({seconds(self.call_timeout)})', retry=False)
+        except Exception as exc:  # noqa: BLE001 - a cloud error: try again at the next poll
+            reason = f'cannot read its state: {describe_error(exc)}'
+            return {i.node_id: reason for i in instances}
+
+    def wants_health(self, instance: Instance, handler: Any) -> bool:
+        return self.health_checks and health.has_checks(instance, handler)
+
+    def check_health(self, instance: Instance, failing_since: Optional[float]) -> Health:
+        node = self.graph.nodes.get(instance.node)
+        return health.observe(instance, node.variables if node else {}, failing_since, time.time())
 
     # -- creating --------------------------------------------------------------------------
 
     def create_all(self, creates: Sequence[Any], *, fail_fast: bool = True,
                    stop: Optional[threading.Event] = None,
-                   watch: Sequence[Dict[str, Any]] = ()) -> List[Dict[str, Any]]:
+                   watch: Sequence[Instance] = ()) -> List[Instance]:
         """Create one instance per action of ``creates`` (plan order) and wait until each is
-        ready; returns the ready instance records.
+        ready; returns the ready instances.
 
         :param fail_fast: once an instance fails, start nothing more (a build, which will be
             torn down); otherwise go on with every action that does not wait for a failed node
             (a management pass).
         :param stop: once set, start nothing more, let the cloud calls under way finish, and
             return without waiting for instances to become ready (they stay ``pending``).
-        :param watch: records of instances created earlier and not ready yet: they are waited
-            for like new ones, and their nodes' dependents wait for them.
+        :param watch: instances created earlier and not ready yet: they are waited for like
+            new ones, and their nodes' dependents wait for them.
         :raises BuildError: listing every instance that failed (and actions skipped because
             they wait for one); what was created is left for the caller to drop or keep.
         """
+        walk = self._create_walk(creates, watch)
+        walker: Walker[Vertex] = Walker(walk.order, walk.depends_on,
+                                        limit=self.parallelism if self.parallel else 1,
+                                        deadline=lambda v: self._deadline(walk, v),
+                                        fail_fast=fail_fast)
+        monitor = Monitor(self)
         pool = ThreadPoolExecutor(self.parallelism, thread_name_prefix='occo-create')
-        checks = ThreadPoolExecutor(HEALTH_POOL, thread_name_prefix='occo-health')
         try:
-            return self._run(deque(creates), pool, checks, fail_fast, stop, watch)
+            result = walker.walk(lambda batch: self._visit(walk, walker, monitor, pool, batch),
+                                 stop)
         finally:
-            checks.shutdown(wait=False, cancel_futures=True)
-            pool.shutdown(wait=True, cancel_futures=True)  # cloud calls under way end first
-
-    def _run(self, queue: deque, pool: ThreadPoolExecutor, checks: ThreadPoolExecutor,
-             fail_fast: bool, stop: Optional[threading.Event],
-             watch: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
-        unready = Counter(action.node for action in queue)
-        launched: Dict[Future, Any] = {}
-        waiting: Dict[str, _Waiter] = {}
-        for record in watch:
-            unready[record['node']] += 1
-            waiting[record['node_id']] = self._waiter(dict(record), time.monotonic())
-        failures: List[Failure] = []
-        failed_nodes: set = set()
-        ready: List[Dict[str, Any]] = []
-        while queue or launched or waiting:
-            now = time.monotonic()
-            writes: List[Dict[str, Any]] = []
-            events: List[Dict[str, str]] = []
-            progressed = False
-            stopping = stop is not None and stop.is_set()
-            giving_up = bool(failures) and fail_fast
-            if stopping or giving_up:
-                queue.clear()  # start nothing new, let the cloud calls under way finish
-            if (stopping or giving_up) and not launched:
-                # Whatever is still becoming ready stays pending: the next pass (stop) watches
-                # it, or the caller's rollback (a failed build) drops it; no reason to wait.
-                break
-            doomed = [a for a in queue if any(d in failed_nodes for d in a.depends_on)]
-            while doomed:  # they wait for a node whose instance failed: never startable
-                for action in doomed:
-                    queue.remove(action)
-                    failed_nodes.add(action.node)
-                    broken = ', '.join(d for d in action.depends_on if d in failed_nodes)
-                    failures.append(Failure(action.node, None, f'not created: it depends on '
-                                            f'{broken}, whose instance could not be made ready'))
-                doomed = [a for a in queue if any(d in failed_nodes for d in a.depends_on)]
-            starting = self._launchable(queue, unready, launched, waiting)
-            if starting:
-                # Recorded (state creating) before any cloud is asked: a build killed from here
-                # on leaves records that destroy follows to the resources, by their tags.
-                records = [self._creating(action.node) for action in starting]
-                self.store.put_instances(self.infra_id, records)
-                for action, record in zip(starting, records):
-                    queue.remove(action)
-                    future = pool.submit(self._create, record)
-                    launched[future] = (action.node, record['node_id'])
-
-            for future in [f for f in launched if f.done()]:
-                node, node_id = launched.pop(future)
-                progressed = True
-                try:
-                    record = future.result()
-                except Exception as exc:  # noqa: BLE001 - a plugin or template failure
-                    failure = Failure(node, node_id, describe_error(exc))
-                    failures.append(failure)
-                    failed_nodes.add(node)
-                    events.append(event('node_failed', node, node_id, failure.reason))
-                    self.report(f'{node}/{node_id[:8]}: failed: {failure.reason}')
-                    continue
-                waiting[node_id] = self._waiter(record, now)
-                self.report(f"{node}/{node_id[:8]}: created {record['instance_id']} on "
-                            f"{record['resource_type']}; waiting for it to become ready")
-
-            def finish(waiter: _Waiter, reason: Optional[str]) -> None:
-                record = waiter.record
-                waiting.pop(record['node_id'])
-                waited = time.monotonic() - waiter.started
-                if reason is None:
-                    record.update(state='ready', ready_at=round(time.time(), 3))
-                    unready[record['node']] -= 1
-                    self.resolver.addresses.add(record['node'], Address(
-                        record['node_id'], record['addresses'], record.get('private_address')))
-                    ready.append(record)
-                    events.append(event('node_ready', record['node'], record['node_id']))
-                    where = ', '.join(record['addresses']) or 'no address'
-                    self.report(f"{record['node']}/{record['node_id'][:8]}: ready after "
-                                f'{waited:.1f} s ({where})')
-                else:
-                    record.update(state='failed', error=reason)
-                    failures.append(Failure(record['node'], record['node_id'], reason))
-                    failed_nodes.add(record['node'])
-                    events.append(event('node_failed', record['node'], record['node_id'], reason))
-                    self.report(f"{record['node']}/{record['node_id'][:8]}: failed: {reason}")
-                writes.append(record)
-
-            for waiter in [w for w in waiting.values() if w.checking and w.checking.done()]:
-                progressed = True
-                outcome, waiter.checking = waiter.checking, None
-                reason, never = outcome.result()
-                if never:
-                    finish(waiter, reason)
-                    continue
-                if reason is None:
-                    finish(waiter, None)
-                    continue
-                waiter.health_failing_since = waiter.health_failing_since or now
-                waiter.last_reason = f'health check: {reason}'
-                self._tell(waiter, now)
-                failing = now - waiter.health_failing_since
-                limit = waiter.health_check.get('timeout', health.DEFAULT_TIMEOUT)
-                if failing >= limit:
-                    finish(waiter, f'health check failing for {failing:.0f} s: {reason}')
-                else:
-                    waiter.next_poll = next_poll(now, waiter.started)
-
-            for handler, group in _by_handler(_due(waiting.values(), now)):
-                try:
-                    statuses = handler.states([w.record for w in group])
-                except Exception as exc:  # noqa: BLE001 - a cloud error: try again later
-                    statuses = {}
-                    for waiter in group:
-                        waiter.last_reason = f'cannot read its state: {describe_error(exc)}'
-                for waiter in group:
-                    status = statuses.get(waiter.record['node_id'])
-                    if status is None:
-                        waiter.next_poll = next_poll(now, waiter.started)
-                        continue
-                    if status.addresses:
-                        waiter.record['addresses'] = list(status.addresses)
-                    if status.private_address:
-                        waiter.record['private_address'] = status.private_address
-                    if status.state in (FAILED, SHUTDOWN):
-                        finish(waiter, status.reason or f'the resource is {status.state}')
-                    elif status.state == RUNNING and self._configured(waiter):
-                        if self._needs_health_check(waiter):
-                            waiter.checking = checks.submit(self._check_health, waiter.record,
-                                                            dict(waiter.health_check))
-                        else:
-                            finish(waiter, None)
-                    else:
-                        waiter.last_reason = (f'the resource is {status.state}'
-                                              + (f': {status.reason}' if status.reason else ''))
-                        self._tell(waiter, now)
-                        waiter.next_poll = next_poll(now, waiter.started)
-
-            for waiter in [w for w in waiting.values() if now >= w.deadline]:
-                finish(waiter, f'not ready after {waiter.timeout:.0f} s ({waiter.last_reason}; '
-                               'create_timeout bounds the wait)')
-
-            if writes or events:
-                self.store.put_instances(self.infra_id, writes, events)
-                progressed = progressed or bool(writes)
-            if not (queue or launched or waiting):
-                break
-            self._sleep(now, progressed, launched, waiting)
+            pool.shutdown(wait=True, cancel_futures=True)  # bounded: every call has a deadline
+            monitor.stop()
+        failures = self._failures(walk, result, skipped=not fail_fast)
         if failures:
             raise BuildError(failures)
-        return ready
+        return [walk.instances[v] for v in walk.order if v in result.done and v[0] != 'n']
 
-    def _tell(self, waiter: _Waiter, now: float) -> None:
-        """Say why an instance is still not ready: when the reason changes (at most every
-        TELL_CHANGED seconds) and every TELL_SAME seconds if it does not."""
-        since = now - (waiter.told_at or waiter.started)
-        if (waiter.last_reason != waiter.told and since >= TELL_CHANGED) or since >= TELL_SAME:
-            record = waiter.record
-            self.report(f"{record['node']}/{record['node_id'][:8]}: still waiting after "
-                        f'{now - waiter.started:.0f} s: {waiter.last_reason}')
-            waiter.told, waiter.told_at = waiter.last_reason, now
+    def _create_walk(self, creates: Sequence[Any], watch: Sequence[Instance]) -> _Walk:
+        """Vertices: one per create action and per watched instance, plus one per node that
+        is done when all of that node's are; a create waits for its dependees' node vertices."""
+        walk = _Walk()
+        members: Dict[str, List[Vertex]] = {}
+        for instance in watch:
+            vertex = ('w', instance.node_id)
+            walk.order.append(vertex)
+            walk.instances[vertex] = instance
+            members.setdefault(instance.node, []).append(vertex)
+        for index, action in enumerate(creates):
+            vertex = ('c', index)
+            walk.order.append(vertex)
+            walk.depends_on[vertex] = [('n', d) for d in action.depends_on]
+            members.setdefault(action.node, []).append(vertex)
+        self._actions = {('c', i): a for i, a in enumerate(creates)}
+        for node, vertices in members.items():
+            walk.order.append(('n', node))
+            walk.depends_on[('n', node)] = vertices
+        return walk
 
-    def _waiter(self, record: Dict[str, Any], now: float) -> _Waiter:
-        """Watch a created instance until it is ready, within its create timeout (counted from
-        its creation)."""
-        timeout = float(record['resource'].get('create_timeout') or self.runtime.config.create_timeout)
-        age = max(0.0, time.time() - (record.get('created_at') or time.time()))
-        return _Waiter(record, self.runtime.handler(record['resource_type']), started=now - age,
-                       deadline=now - age + timeout, timeout=timeout, next_poll=now,
-                       health_check=record.get('health_check') or {})
+    def _deadline(self, walk: _Walk, vertex: Vertex) -> Optional[float]:
+        """The walker's backstop: a vertex's own limits plus a grace (the monitor and the
+        call runner give the precise, well-worded failures before it)."""
+        instance = walk.instances.get(vertex)
+        if instance is None:
+            return None
+        left = create_timeout(instance, self.create_timeout) - max(0.0, time.time() - instance.created_at)
+        return max(0.0, left) + self.call_timeout + GRACE
 
-    def _launchable(self, queue: deque, unready: Counter, launched: Mapping[Future, Any],
-                    waiting: Mapping[str, _Waiter]) -> List[Any]:
-        """The actions to start now.  Sequential: the first startable one once nothing else is
-        in flight.  Parallel: every action whose own dependencies are ready, up to the free
-        slots (waiting instances hold none)."""
-        def ready(action: Any) -> bool:
-            return not any(unready[dependee] for dependee in action.depends_on)
-        if not self.parallel:  # one at a time, in plan order
-            if launched or waiting:
-                return []
-            return next(([action] for action in queue if ready(action)), [])
-        free = self.parallelism - len(launched)
-        chosen: List[Any] = []
-        blocked = set()
-        for action in queue:
-            if len(chosen) >= free:
-                break
-            if action.node in blocked:
-                continue
-            if ready(action):
-                chosen.append(action)
+    def _visit(self, walk: _Walk, walker: Walker, monitor: Monitor, pool: ThreadPoolExecutor,
+               batch: Sequence[Vertex]) -> List['Future[Any]']:
+        """Start the vertices of ``batch``: creates are recorded (state ``creating``, one
+        round trip for the batch) before any cloud is asked, then run on the pool."""
+        creating = {v: self._creating(self._actions[v].node) for v in batch if v[0] == 'c'}
+        if creating:
+            walk.instances.update(creating)
+            self.store.put_instances(self.infra_id, [i.to_json() for i in creating.values()])
+        futures: List['Future[Any]'] = []
+        for vertex in batch:
+            if vertex[0] == 'n':
+                futures.append(_done(None))
+            elif vertex[0] == 'w':
+                if self.parallel:
+                    walker.release(vertex)  # waiting holds no slot
+                futures.append(monitor.watch(walk.instances[vertex]))
             else:
-                blocked.add(action.node)  # its other instances wait for the same nodes
-        return chosen
+                futures.append(self._start_create(walk.instances[vertex], vertex, walker,
+                                                  monitor, pool))
+        return futures
 
-    def _sleep(self, now: float, progressed: bool, launched: Mapping[Future, Any],
-               waiting: Mapping[str, _Waiter]) -> None:
-        if progressed:
-            return  # something changed: look again at once (dependents may start)
-        polls = [w.next_poll for w in waiting.values() if w.checking is None]
-        deadlines = [w.deadline for w in waiting.values()]
-        until = min(polls + deadlines) - now if polls or deadlines else MAX_POLL
-        futures = list(launched) + [w.checking for w in waiting.values() if w.checking]
-        timeout = max(0.0, min(until, MAX_POLL))
-        if futures:
-            wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
-        else:
-            time.sleep(timeout)
+    def _start_create(self, instance: Instance, vertex: Vertex, walker: Walker,
+                      monitor: Monitor, pool: ThreadPoolExecutor) -> 'Future[Any]':
+        outcome: 'Future[Any]' = Future()
 
-    def _creating(self, node: str) -> Dict[str, Any]:
+        def work() -> None:
+            try:
+                created = self._create(instance)
+            except BaseException as exc:  # noqa: BLE001 - the walker reports it
+                outcome.set_exception(exc)
+                return
+            finally:
+                if self.parallel:
+                    walker.release(vertex)  # the call is over: booting holds no slot
+            if created is not None:  # ready at once
+                outcome.set_result(created)
+                return
+            watched = monitor.watch(instance)
+            watched.add_done_callback(lambda f: _chain(f, outcome))
+        pool.submit(work)
+        return outcome
+
+    def _creating(self, node: str) -> Instance:
         """The record of a new instance, before anything is rendered or created: its
         implementation is chosen (filter, then random) and its cloud known."""
         index = self.resolver.choose(node)
         resource = self.resolver.implementation(node, index).resource
-        return {'node_id': str(uuid.uuid4()), 'node': node, 'infra_id': self.infra_id,
-                'state': 'creating', 'implementation': index, 'resource_type': resource['type'],
-                'resource': {'type': resource['type']}, 'instance_id': None, 'addresses': [],
-                'private_address': None, 'created_at': round(time.time(), 3)}
+        return Instance(node_id=str(uuid.uuid4()), node=node, infra_id=self.infra_id,
+                        state=State.CREATING, implementation=index,
+                        resource_type=resource['type'], resource={'type': resource['type']},
+                        created_at=round(time.time(), 3))
 
-    def _create(self, record: Dict[str, Any]) -> Dict[str, Any]:
-        """Resolve and create one recorded instance; runs in a worker."""
-        node, node_id = record['node'], record['node_id']
-        resolved = self.resolver.resolve(node, node_id, record['implementation'])
+    def _create(self, instance: Instance) -> Optional[Instance]:
+        """Resolve and create one recorded instance (in a worker); returns it if the cloud
+        says it is ready at once, else None (the monitor waits for it)."""
+        node, node_id = instance.node, instance.node_id
+        resolved = self.resolver.resolve(node, node_id, instance.implementation)
         self.runtime.config_manager(resolved.config_manager_type).prepare(
             self.infra_id, node, node_id, resolved.config_management)
         handler = self.runtime.handler(resolved.resource_type)
-        record = dict(record, resource=resolved.resource, health_check=resolved.health_check,
-                      config_management=resolved.config_management)
+        instance.resource = resolved.resource
+        instance.health_check = resolved.health_check or {}
+        instance.config_management = resolved.config_management or {}
+        timeout = create_timeout(instance, self.create_timeout)
+        instance.created_at = round(time.time(), 3)  # the create timeout counts from the call
         self._check_lease()
-        created = handler.create(CreateRequest(
-            infra_id=self.infra_id, infra_name=self.graph.infra_name, node=node, node_id=node_id,
-            resource=resolved.resource, context=resolved.context))
-        record.update(state='pending', instance_id=created.instance_id,
-                      addresses=list(created.addresses), private_address=created.private_address)
-        if created.extra:
-            record['extra'] = created.extra
-        with self._count:
+        request = CreateRequest(infra_id=self.infra_id, infra_name=self.graph.infra_name,
+                                node=node, node_id=node_id, resource=resolved.resource,
+                                context=resolved.context)
+        created: Created = self._call(
+            f'the create call on {handler.type}', instance, lambda: handler.create(request),
+            handler=handler, resource=resolved.resource, seconds_=timeout,
+            limit=f'create_timeout ({seconds(timeout)})', cancelled=request.cancelled,
+            on_late=lambda late: self._drop_late(handler, instance, late))
+        instance.state = State.PENDING
+        instance.instance_id = created.instance_id
+        instance.addresses = list(created.addresses)
+        instance.private_address = created.private_address
+        instance.extra = dict(created.extra)
+        with self._lock:
             self.created += 1
+            self.journal[node_id] = instance
+        events = [event('node_created', node, node_id, f'{handler.type} {created.instance_id}')]
+        ready = None
+        if created.state is not None:
+            cm_type = instance.config_management.get('type', 'dummy')
+            status = ResourceStatus(created.state, list(created.addresses), created.private_address)
+            verdict = judge(instance, status, configured=created.state == CloudState.RUNNING
+                            and self.runtime.config_manager(cm_type).ready(instance),
+                            wants_health=self.wants_health(instance, handler), timeout=timeout)
+            if verdict.verdict == Verdict.READY:
+                ready = instance
         try:
-            self.store.put_instances(self.infra_id, [record], [
-                event('node_created', node, node_id, f'{resolved.resource_type} {created.instance_id}')])
+            if ready is not None:
+                self.finish([(instance, Judgement(Verdict.READY))], events)
+            else:
+                self.store.put_instances(self.infra_id, [instance.to_json()], events)
         except BaseException:
             # Not recorded (the lease was lost, Redis went away...): never leave it untraceable.
-            try:
-                handler.drop(record)
-            except Exception:  # noqa: BLE001 - still tagged: destroy finds it
-                pass
+            self._forget_created(handler, instance)
             raise
-        return record
+        if ready is None:
+            self.report(f'{instance.short}: created {created.instance_id} on {handler.type}; '
+                        'waiting for it to become ready')
+        return ready
+
+    def _drop_late(self, handler: Any, instance: Instance, created: Created) -> None:
+        """A create the engine stopped waiting for returned after all: drop what it made."""
+        late = Instance(node_id=instance.node_id, node=instance.node, infra_id=self.infra_id,
+                        resource_type=handler.type, resource=instance.resource,
+                        instance_id=created.instance_id, extra=dict(created.extra))
+        self._call(f'the drop call on {handler.type}', late, lambda: handler.drop(late),
+                   handler=handler, resource=late.resource, seconds_=self.call_timeout,
+                   limit=f'call_timeout ({seconds(self.call_timeout)})')
+        self.report(f'{late.short}: the late create made {created.instance_id}; dropped it')
+
+    def _forget_created(self, handler: Any, instance: Instance) -> None:
+        try:
+            self._call(f'the drop call on {handler.type}', instance, lambda: handler.drop(instance),
+                       handler=handler, resource=instance.resource, seconds_=self.call_timeout,
+                       limit=f'call_timeout ({seconds(self.call_timeout)})')
+        except Exception:  # noqa: BLE001 - still tagged: destroy finds it
+            return
+        with self._lock:
+            self.journal.pop(instance.node_id, None)
+
+    def finish(self, judged: Sequence[Tuple[Instance, Judgement]],
+               events: Sequence[Mapping[str, str]] = ()) -> set:
+        """Record instances that became ready or failed (one round trip), tell the user, and
+        make ready ones' addresses known to templates; returns their node ids."""
+        now = time.time()
+        records, told = [], list(events)
+        for instance, judgement in judged:
+            if judgement.verdict == Verdict.READY:
+                instance.state, instance.ready_at = State.READY, round(now, 3)
+                told.append(event('node_ready', instance.node, instance.node_id))
+            else:
+                instance.state, instance.error = State.FAILED, judgement.reason
+                told.append(event('node_failed', instance.node, instance.node_id, judgement.reason))
+            records.append(instance.to_json())
+        if records or told:
+            self.store.put_instances(self.infra_id, records, told)
+        for instance, judgement in judged:
+            if judgement.verdict == Verdict.READY:
+                self.resolver.addresses.add(instance.node, Address(
+                    instance.node_id, instance.addresses, instance.private_address))
+                where = ', '.join(instance.addresses) or 'no address'
+                self.report(f'{instance.short}: ready after {now - instance.created_at:.1f} s '
+                            f'({where})')
+            else:
+                self.report(f'{instance.short}: failed: {judgement.reason}')
+        return {instance.node_id for instance, _ in judged}
+
+    def _failures(self, walk: _Walk, result: Any, skipped: bool) -> List[Failure]:
+        """Failed creates (and, with ``skipped``, those skipped because they wait for a failed
+        one), in plan order, each naming its node."""
+        failures = []
+        for vertex in walk.order:
+            if vertex[0] == 'n':
+                continue
+            node = walk.instances[vertex].node if vertex in walk.instances else self._actions[vertex].node
+            node_id = walk.instances[vertex].node_id if vertex in walk.instances else None
+            if vertex in result.failed:
+                exc = result.failed[vertex]
+                reason = ('it took longer than its create_timeout and the calls allowed'
+                          if isinstance(exc, VertexTimeout) else describe_error(exc))
+                if not isinstance(exc, NotReady):
+                    self.report(f'{node}/{(node_id or "?")[:8]}: failed: {reason}')
+                failures.append(Failure(node, node_id, reason))
+            elif skipped and vertex in result.skipped:
+                broken = sorted({self._node_of(walk, v) for v in result.skipped[vertex]})
+                failures.append(Failure(node, None, f"not created: it depends on "
+                                        f"{', '.join(broken)}, whose instance could not be made ready"))
+        return failures
+
+    def _node_of(self, walk: _Walk, vertex: Vertex) -> str:
+        if vertex[0] == 'n':
+            return vertex[1]
+        instance = walk.instances.get(vertex)
+        return instance.node if instance else self._actions[vertex].node
 
     def _check_lease(self) -> None:
         """:raises LeaseLost: if our lease ran out (another process owns the infrastructure
@@ -407,74 +610,123 @@ class Executor:
         if lost is not None and lost.is_set():
             raise LeaseLost('the lease on this infrastructure is no longer ours')
 
-    def _configured(self, waiter: _Waiter) -> bool:
-        record = waiter.record
-        cm_type = (record.get('config_management') or {}).get('type', 'dummy')
-        return self.runtime.config_manager(cm_type).ready(record)
-
-    def _needs_health_check(self, waiter: _Waiter) -> bool:
-        return self.health_checks and health.has_checks(waiter.record, waiter.handler)
-
-    def _check_health(self, record: Mapping[str, Any], section: Mapping[str, Any]
-                      ) -> Tuple[Optional[str], bool]:
-        node = self.graph.nodes.get(record['node'])
-        return health.check_record(dict(record, health_check=section),
-                                   node.variables if node else {})
-
     # -- dropping --------------------------------------------------------------------------
 
-    def drop_all(self, records: Mapping[str, Mapping[str, Any]], *,
+    def drop_all(self, records: Mapping[str, Instance], *,
                  everything: bool = False) -> List[Failure]:
-        """Drop the resources of ``records`` (node id -> instance record), dependents before
-        dependees, and forget them.  Records still ``creating`` are matched to the resource the
-        cloud made for them through its tags.  With ``everything`` (a teardown: ``records`` is
-        then every record of the infrastructure) the clouds are also asked for resources no
-        record knows at all, and those are dropped too.  Returns the instances that could not
-        be dropped (their records are kept)."""
-        records = {key: dict(record) for key, record in records.items()}
+        """Drop the resources of ``records`` (key -> instance) and forget them: an instance
+        as soon as every instance that depends on it is gone.  Records still ``creating`` are
+        matched to the resource the cloud made for them through its tags.  With ``everything``
+        (a teardown: ``records`` is then every record of the infrastructure) the clouds are
+        also asked for resources no record knows at all, and those are dropped too.  Returns
+        the instances that could not be dropped (their records are kept)."""
+        records = dict(records)
         self._match_tags(records, everything)
-        levels = [list(level) for level in reversed(self.graph.levels)]
-        known = {name for level in levels for name in level}
-        orphans = sorted({r.get('node', '?') for r in records.values() if r.get('node') not in known})
-        failures: List[Failure] = []
+        walk = self._drop_walk(records)
+        walker: Walker[Vertex] = Walker(walk.order, walk.depends_on, limit=self.parallelism,
+                                        deadline=lambda v: None if v[0] == 'n' else
+                                        self.call_timeout + GRACE, skip_dependents=False)
+        gone: List[Instance] = []
+        lock = threading.Lock()
         with ThreadPoolExecutor(self.parallelism, thread_name_prefix='occo-drop') as pool:
-            for level in ([orphans] if orphans else []) + levels:
-                batch = [r for r in records.values() if r.get('node', '?') in level]
-                if not batch:
-                    continue
-                results = list(pool.map(self._drop, batch))
-                dropped = [r for r, reason in zip(batch, results) if reason is None]
-                failures += [Failure(r.get('node', '?'), r.get('node_id'), reason)
-                             for r, reason in zip(batch, results) if reason is not None]
-                for record in dropped:
-                    self.resolver.addresses.remove(record['node_id'])
-                self.store.remove_instances(
-                    self.infra_id, [r['node_id'] for r in dropped if not r.get('untracked')],
-                    [event('node_dropped', r.get('node'), r['node_id']) for r in dropped])
+            def visit(batch: Sequence[Vertex]) -> List['Future[Any]']:
+                self._forget_dropped(gone, lock)
+                return [_done(None) if v[0] == 'n' else
+                        pool.submit(self._drop, walk.instances[v], gone, lock) for v in batch]
+            result = walker.walk(visit)
+        self._forget_dropped(gone, lock)
+        failures = []
+        for vertex, exc in result.failed.items():
+            instance = walk.instances[vertex]
+            reason = f'could not be dropped: {describe_error(exc)}'
+            self.report(f'{instance.short}: {reason}')
+            failures.append(Failure(instance.node, instance.node_id, reason))
         return failures
 
-    def _match_tags(self, records: Dict[str, Dict[str, Any]], everything: bool) -> None:
+    def _drop_walk(self, records: Mapping[str, Instance]) -> _Walk:
+        """A drop waits for the node vertices of the nodes that depend on its own."""
+        walk = _Walk()
+        members: Dict[str, List[Vertex]] = {}
+        for key, instance in records.items():
+            vertex = ('d', key)
+            walk.order.append(vertex)
+            walk.instances[vertex] = instance
+            members.setdefault(instance.node, []).append(vertex)
+        dependents: Dict[str, List[str]] = {}
+        for name, node in self.graph.nodes.items():
+            for dependee in node.depends_on:
+                dependents.setdefault(dependee, []).append(name)
+        for vertex in list(walk.order):
+            walk.depends_on[vertex] = [('n', d) for d in dependents.get(walk.instances[vertex].node, ())
+                                       if d in members]
+        for node, vertices in members.items():
+            walk.order.append(('n', node))
+            walk.depends_on[('n', node)] = vertices
+        return walk
+
+    def _forget_dropped(self, gone: List[Instance], lock: threading.Lock) -> None:
+        """Remove the records of dropped instances (one round trip for all so far)."""
+        with lock:
+            batch, gone[:] = list(gone), []
+        if not batch:
+            return
+        self.store.remove_instances(
+            self.infra_id, [i.node_id for i in batch if not i.untracked],
+            [event('node_dropped', i.node, i.node_id) for i in batch])
+
+    def _drop(self, instance: Instance, gone: List[Instance], lock: threading.Lock) -> None:
+        self._check_lease()
+        self.drop_resource(instance)
+        self.resolver.addresses.remove(instance.node_id)
+        with lock:
+            gone.append(instance)
+        what = instance.instance_id or 'nothing created yet'
+        self.report(f'{instance.short}: dropped ({what})')
+
+    def drop_resource(self, instance: Instance) -> None:
+        """Drop one instance's resource (bounded, retried) and its config manager's part.
+
+        :raises OccoError: if the cloud would not drop it in time.
+        """
+        if instance.instance_id:
+            handler = self.runtime.handler(instance.resource_type)
+            self._call(f'the drop call on {handler.type}', instance, lambda: handler.drop(instance),
+                       handler=handler, resource=instance.resource, seconds_=self.call_timeout,
+                       limit=f'call_timeout ({seconds(self.call_timeout)})')
+        cm_type = (instance.config_management or {}).get('type', 'dummy')
+        self.runtime.config_manager(cm_type).drop(instance)
+        with self._lock:
+            self.journal.pop(instance.node_id, None)
+
+    def _match_tags(self, records: Dict[str, Instance], everything: bool) -> None:
         """Give id-less records the id of the resource their cloud holds for them (a build
         killed between the cloud's answer and the record's update); with ``everything``, also
         add resources of the infrastructure that no record knows."""
-        waiting = {key: r for key, r in records.items() if not r.get('instance_id')}
-        types = {r['resource_type'] for r in waiting.values() if r.get('resource_type')}
+        waiting = {i.node_id: i for i in records.values() if not i.instance_id}
+        types = {i.resource_type for i in waiting.values() if i.resource_type}
         if everything:
-            types |= {r['resource_type'] for r in records.values() if r.get('resource_type')}
+            types |= {i.resource_type for i in records.values() if i.resource_type}
             types |= self._candidate_types()
-        known_ids = {r['instance_id'] for r in records.values() if r.get('instance_id')}
+        known_ids = {i.instance_id for i in records.values() if i.instance_id}
         for resource_type in sorted(types):
-            for found in self.runtime.handler(resource_type).find(self.infra_id):
-                if found['instance_id'] in known_ids:
+            handler = self.runtime.handler(resource_type)
+            found = self._call(f'the find call on {resource_type}', None,
+                               lambda: handler.find(self.infra_id), handler=handler,
+                               resource={}, seconds_=self.call_timeout,
+                               limit=f'call_timeout ({seconds(self.call_timeout)})')
+            for entry in found:
+                if entry['instance_id'] in known_ids:
                     continue
-                record = waiting.get(found.get('node_id'))
-                if record is not None and not record.get('instance_id'):
-                    record['instance_id'] = found['instance_id']
+                record = waiting.get(entry.get('node_id'))
+                if record is not None and not record.instance_id:
+                    record.instance_id = entry['instance_id']
                 elif everything:
-                    key = f"untracked:{found['instance_id']}"
-                    records[key] = dict(found, node_id=found.get('node_id') or found['instance_id'],
-                                        resource_type=resource_type, untracked=True)
-                known_ids.add(found['instance_id'])
+                    records[f"untracked:{entry['instance_id']}"] = Instance(
+                        node_id=entry.get('node_id') or entry['instance_id'],
+                        node=entry.get('node') or '?', infra_id=self.infra_id,
+                        resource_type=resource_type, instance_id=entry['instance_id'],
+                        untracked=True)
+                known_ids.add(entry['instance_id'])
 
     def _candidate_types(self) -> set:
         """Every resource type an instance of this infrastructure could have been made on."""
@@ -487,35 +739,41 @@ class Executor:
                     continue
         return {t for t in types if getattr(plugins.plugin_class(plugins.RESOURCES, t), 'buildable', False)}
 
-    def _drop(self, record: Mapping[str, Any]) -> Optional[str]:
-        node, node_id = record.get('node', '?'), record.get('node_id', '?')
-        try:
-            self._check_lease()
-            if record.get('instance_id'):
-                self.runtime.handler(record['resource_type']).drop(record)
-            cm_type = (record.get('config_management') or {}).get('type', 'dummy')
-            self.runtime.config_manager(cm_type).drop(record)
-        except Exception as exc:  # noqa: BLE001 - reported, the record is kept
-            reason = f'could not be dropped: {describe_error(exc)}'
-            self.report(f'{node}/{node_id[:8]}: {reason}')
-            return reason
-        what = record.get('instance_id') or 'nothing created yet'
-        self.report(f'{node}/{node_id[:8]}: dropped ({what})')
-        return None
+    # -- when the store cannot be trusted ----------------------------------------------------
+
+    def tear_down_journal(self) -> List[Failure]:
+        """Drop everything the clouds made in this run (dependents first) without touching
+        the store: for when Redis came back empty or the lease is gone.  Returns what could
+        not be dropped."""
+        self.calls.wait_abandoned(self.call_timeout)
+        with self._lock:
+            journal = dict(self.journal)
+        failures = []
+        order = {name: i for i, name in enumerate(self.graph.order)}
+        for instance in sorted(journal.values(), key=lambda i: -order.get(i.node, -1)):
+            try:
+                self.drop_resource(instance)
+                self.report(f'{instance.short}: dropped ({instance.instance_id})')
+            except Exception as exc:  # noqa: BLE001 - reported below
+                failures.append(Failure(instance.node, instance.node_id,
+                                        f'could not be dropped: {describe_error(exc)}'))
+        return failures
 
 
-def _due(waiters: Iterable[_Waiter], now: float) -> List[_Waiter]:
-    """The instances to look at now."""
-    return [w for w in waiters if w.checking is None and w.next_poll <= now]
+def _done(value: Any) -> 'Future[Any]':
+    future: 'Future[Any]' = Future()
+    future.set_result(value)
+    return future
 
 
-def _by_handler(waiters: Sequence[_Waiter]) -> List[Any]:
-    groups: Dict[int, List[_Waiter]] = {}
-    handlers: Dict[int, Any] = {}
-    for waiter in waiters:
-        groups.setdefault(id(waiter.handler), []).append(waiter)
-        handlers[id(waiter.handler)] = waiter.handler
-    return [(handlers[key], group) for key, group in groups.items()]
+def _chain(source: 'Future[Any]', target: 'Future[Any]') -> None:
+    if target.done():
+        return
+    exc = source.exception()
+    if exc is None:
+        target.set_result(source.result())
+    else:
+        target.set_exception(exc)
 
 
 __all__ = ['BuildError', 'Executor', 'Failure', 'poll_interval', 'uninterruptible']

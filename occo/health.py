@@ -1,7 +1,7 @@
 """Health checks of node instances: the ``health_check`` section and (later) the checks."""
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Mapping, Optional, Tuple
 
 from occo.plugins.base import string_leaves
 from occo.redact import mask_url
@@ -10,6 +10,9 @@ from occo.schema import KeySchema, Problem, first, is_int, join
 KEYS = KeySchema(optional=('ping', 'ports', 'urls', 'mysqldbs', 'timeout'))
 MYSQLDB_KEYS = ('name', 'user', 'pass')
 DEFAULT_TIMEOUT = 600
+
+if TYPE_CHECKING:
+    from occo.instances import Instance
 
 
 def _check_list(section: Mapping[str, Any], key: str) -> Optional[Problem]:
@@ -87,15 +90,14 @@ class HealthCheckError(Exception):
     """A check that can never pass as configured (e.g. ping is not installed)."""
 
 
-def template_context(record: Mapping[str, Any], variables: Mapping[str, Any]) -> Dict[str, Any]:
+def template_context(instance: 'Instance', variables: Mapping[str, Any]) -> Dict[str, Any]:
     """The reduced context of health-check templates (urls, mysqldbs): ``ip``, ``node_id``,
     ``variables``, ``instance_data``."""
-    addresses = record.get('addresses') or []
-    return {'ip': addresses[0] if addresses else record.get('private_address') or '',
-            'node_id': record.get('node_id'), 'variables': variables, 'instance_data': dict(record)}
+    return {'ip': instance.address(), 'node_id': instance.node_id, 'variables': variables,
+            'instance_data': instance.to_json()}
 
 
-def check_record(record: Mapping[str, Any], variables: Mapping[str, Any]) -> Tuple[Optional[str], bool]:
+def check_record(record: 'Instance', variables: Mapping[str, Any]) -> Tuple[Optional[str], bool]:
     """Run an instance's health checks: ``(None, False)`` if they pass, ``(why, False)`` if one
     fails now, ``(why, True)`` if one can never pass here (e.g. ping is not installed).  Never
     raises: a check that breaks counts as failing."""
@@ -104,21 +106,31 @@ def check_record(record: Mapping[str, Any], variables: Mapping[str, Any]) -> Tup
     context = template_context(record, variables)
 
     def render(text: str) -> str:
-        return templates.render(text, context, what=f"node '{record.get('node')}': health_check")
+        return templates.render(text, context, what=f"node '{record.node}': health_check")
     try:
-        return check_instance(record.get('health_check') or {}, context['ip'], render), False
+        return check_instance(record.health_check, context['ip'], render), False
     except HealthCheckError as exc:
         return str(exc), True
     except Exception as exc:  # noqa: BLE001 - a broken check is a failing check
         return describe_error(exc), False
 
 
-def has_checks(record: Mapping[str, Any], handler: Any) -> bool:
+def observe(instance: 'Instance', variables: Mapping[str, Any],
+            failing_since: Optional[float], now: float) -> 'Health':
+    """Run an instance's health checks; their outcome for :func:`occo.instances.judge`
+    (``failing_since``: when they started failing, if they did before)."""
+    from occo.instances import Health
+    reason, never = check_record(instance, variables)
+    return Health(reason, never, None if reason is None else failing_since or now,
+                  float(instance.health_check.get('timeout', DEFAULT_TIMEOUT)))
+
+
+def has_checks(record: 'Instance', handler: Any) -> bool:
     """True if an instance has health checks to run: some are configured (ping is on by
     default) and its cloud's addresses are real (an emulated cloud's are never contacted)."""
     if getattr(handler, 'fake_addresses', False):
         return False
-    check = record.get('health_check') or {}
+    check = record.health_check
     return bool(check.get('ping', True) or check.get('ports') or check.get('urls')
                 or check.get('mysqldbs'))
 

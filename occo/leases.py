@@ -6,37 +6,47 @@ goes on, carrying a fencing token that every write checks (see :meth:`Store.unde
 process sees who holds it and steps aside or waits; a process that dies loses the lease when it
 expires, and another can take over (at once, if the holder is a process of this host that no
 longer runs).
+
+A Redis outage does not cost the lease while it lasts less than the lease would: the keeper
+keeps trying, renews it with the same token once Redis answers, and puts back a lease key that
+a restarted Redis lost (see :meth:`Store.keep_lease`).  Otherwise the yielded store's ``lost``
+is set and its ``lost_reason`` says why.
 """
 from __future__ import annotations
 
 import os
 import socket
 import threading
-import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, List, Optional
 
 from occo.errors import LeaseHeld, OccoError
-from occo.store import PID_NAMESPACE, WHO, Lease, Store
+from occo.store import PID_NAMESPACE, SOCKET_TIMEOUT, WHO, Lease, Store
+
+#: how often (and how long at most) the holder waits for a lease held by another process
+WAIT_STEP = 0.2
 
 
 class _Keeper(threading.Thread):
-    """Renews a lease every third of its ttl until stopped; sets ``lost`` if it is gone."""
+    """Renews the lease of ``view`` (a store under it) every third of its ttl until stopped;
+    ``view.lost`` is set once it is gone.  Each renewal is short: a client of its own whose
+    every socket wait is a small part of the ttl, tried again until Redis answers or the
+    lease runs out by our own clock."""
 
-    def __init__(self, store: Store, lease: Lease) -> None:
+    def __init__(self, view: Store) -> None:
         super().__init__(name='occo-lease', daemon=True)
-        self.store, self.lease = store, lease
+        ttl = view.lease.ttl
+        self.view = view._with_timeout(max(0.5, min(SOCKET_TIMEOUT, ttl / 6)))
+        self.interval = ttl / 3
         self.done = threading.Event()
-        self.lost = threading.Event()
 
     def run(self) -> None:
-        while not self.done.wait(self.lease.ttl / 3):
-            try:
-                if not self.store.renew_lease(self.lease):
-                    self.lost.set()  # no cloud call and no write may be made for it any more
-                    return
-            except OccoError:
-                pass  # Redis is unreachable: writes fail too; try again at the next tick
+        try:
+            while not self.done.wait(self.interval):
+                if not self.view.keep_lease(interrupt=self.done):
+                    return  # no cloud call and no write may be made for it any more
+        finally:
+            self.view.client.close()
 
 
 def holder_is_dead(holder: str, namespace: str) -> bool:
@@ -65,39 +75,48 @@ def acquire(store: Store, infra_id: str, ttl: float, wait: float = 0.0,
 
     :raises LeaseHeld: if it is still held after ``wait``.
     """
-    deadline = time.monotonic() + wait
-    told = False
-    while True:
+    import tenacity
+
+    def attempt() -> Lease:
         try:
             return store.acquire_lease(infra_id, WHO, ttl)
         except LeaseHeld as held:
-            if holder_is_dead(held.holder, held.namespace) and store.break_lease(infra_id, held.token):
-                if report:
-                    report(f'the lease of {held.holder}, which is no longer running, was taken over')
-                continue
-            left = deadline - time.monotonic()
-            if left <= 0:
+            if not (holder_is_dead(held.holder, held.namespace)
+                    and store.break_lease(infra_id, held.token)):
                 raise
-            if report and not told:
-                report(f'{held.message}; waiting up to {wait:.0f} s for it')
-                told = True
-            time.sleep(min(0.2, left))
+            if report:
+                report(f'the lease of {held.holder}, which is no longer running, was taken over')
+            return store.acquire_lease(infra_id, WHO, ttl)
+
+    told: List[bool] = []
+
+    def waiting(state: tenacity.RetryCallState) -> None:
+        if report and not told:
+            report(f'{state.outcome.exception().message}; waiting up to {wait:.0f} s for it')
+            told.append(True)
+
+    return tenacity.Retrying(retry=tenacity.retry_if_exception_type(LeaseHeld),
+                             stop=tenacity.stop_after_delay(wait), wait=tenacity.wait_fixed(WAIT_STEP),
+                             before_sleep=waiting, reraise=True)(attempt)
 
 
 @contextmanager
 def held(store: Store, infra_id: str, ttl: float, wait: float = 0.0,
          report: Optional[Callable[[str], None]] = None) -> Iterator[Store]:
     """Hold the lease of ``infra_id`` for the duration; yields the store with every write to
-    the infrastructure fenced by the lease's token."""
+    the infrastructure fenced by the lease's token.  Once the lease is lost, the yielded
+    store's ``lost`` is set and its ``lost_reason`` says why; its fenced writes raise
+    :class:`~occo.errors.LeaseLost`."""
     lease = acquire(store, infra_id, ttl, wait, report)
-    keeper = _Keeper(store, lease)
+    view = store.under(lease)
+    keeper = _Keeper(view)
     keeper.start()
     try:
-        yield store.under(lease, keeper.lost)
+        yield view
     finally:
         keeper.done.set()
         keeper.join()
         try:
-            store.release_lease(lease)
+            view.release_lease(lease)
         except OccoError:
             pass  # it expires on its own

@@ -5,7 +5,8 @@ Used by ``make demo`` (when no Redis is configured), the test suite, the benchma
 
     python3 -m occo.localredis -- make test     # runs the command with OCCOPUS_REDIS_URL set
 
-The server keeps nothing on disk (no RDB, no AOF) and is stopped when the command ends.
+The server keeps nothing on disk (no RDB, no AOF) unless extra ``args`` say otherwise, and is
+stopped when the command ends.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 SEARCH_PATH = ('/usr/bin', '/usr/sbin', '/usr/local/bin')
 
@@ -53,11 +54,18 @@ def _answers_ping(port: int) -> bool:
 
 
 class RedisServer:
-    """A ``redis-server`` child process; use as a context manager or call start/stop."""
+    """A ``redis-server`` child process; use as a context manager or call start/stop.
 
-    def __init__(self, port: Optional[int] = None, workdir: Optional[str] = None) -> None:
+    ``args`` are further ``redis-server`` options, after (so overriding) ours, e.g.
+    ``['--appendonly', 'yes']``.  Stopped with ``stop(remove=False)``, it starts again on the
+    same port with the data it kept in ``workdir``.
+    """
+
+    def __init__(self, port: Optional[int] = None, workdir: Optional[str] = None,
+                 args: Sequence[str] = ()) -> None:
         self.port = port
         self.workdir = workdir
+        self.args = list(args)
         self._own_workdir = False
         self.process: Optional[subprocess.Popen] = None
 
@@ -76,7 +84,7 @@ class RedisServer:
             self.process = subprocess.Popen(
                 [binary, '--port', str(self.port), '--bind', '127.0.0.1', '--save', '',
                  '--appendonly', 'no', '--dir', self.workdir, '--daemonize', 'no',
-                 '--logfile', os.path.join(self.workdir, 'redis.log')],
+                 '--logfile', os.path.join(self.workdir, 'redis.log')] + self.args,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True)
             deadline = time.monotonic() + timeout

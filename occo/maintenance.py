@@ -17,6 +17,7 @@ backoff instead of in a tight loop.  A pass over a healthy infrastructure writes
 """
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,10 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from occo import health
-from occo.errors import BuildError, describe_error
+from occo.errors import BuildError
 from occo.executor import Executor, Failure
-from occo.plugins.resources.base import FAILED, PENDING, RUNNING, SHUTDOWN
-from occo.planner import Plan, apply_requests, make_plan
+from occo.instances import (CloudState, Health, InfraState, Instance, Judgement, ResourceStatus, State,
+                            Verdict, create_timeout, judge)
+from occo.planner import Plan, alive_by_node, plan_from_state
 from occo.store import event
 
 HEALTH_POOL = 32
@@ -40,7 +42,7 @@ class Observation:
     """What a pass learned about the instances before planning."""
 
     verdicts: Dict[str, str] = field(default_factory=dict)       # node id -> why replace it
-    updated: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # records that changed
+    updated: Dict[str, Instance] = field(default_factory=dict)   # instances that changed
     failtimes: Dict[str, float] = field(default_factory=dict)    # first failures to record
     cleared: List[str] = field(default_factory=list)             # failures that ended
     events: List[Dict[str, str]] = field(default_factory=list)
@@ -59,91 +61,93 @@ class PassResult:
     state: str = 'ready'
 
 
-def observe(executor: Executor, instances: Mapping[str, Dict[str, Any]],
-            failtimes: Mapping[str, float], *, health_checks: bool, create_timeout: float,
-            now: Optional[float] = None) -> Observation:
-    """Ask the clouds (one batch per handler) and the health checks about every instance."""
+def observe(executor: Executor, instances: Mapping[str, Instance],
+            failtimes: Mapping[str, float], *, now: Optional[float] = None) -> Observation:
+    """Ask the clouds (one batch per cloud and endpoint) and the health checks about every
+    instance, and judge each (:func:`occo.instances.judge`)."""
     now = time.time() if now is None else now
     seen = Observation()
     runtime = executor.runtime
-    live: Dict[str, List[Dict[str, Any]]] = {}
-    for node_id, record in instances.items():
-        if record.get('state') == 'failed':
-            seen.verdicts[node_id] = record.get('error') or 'it failed'
-        elif not record.get('instance_id'):
-            seen.verdicts[node_id] = 'its creation was interrupted before the cloud answered'
+    groups: Dict[Tuple[str, str], List[Instance]] = {}
+    for node_id, instance in instances.items():
+        if instance.state == State.FAILED or not instance.instance_id:
+            seen.verdicts[node_id] = judge(instance, None, now=now).reason or 'it failed'
         else:
-            live.setdefault(record['resource_type'], []).append(record)
-    to_check: List[Dict[str, Any]] = []
-    for resource_type, records in live.items():
-        try:
-            statuses = runtime.handler(resource_type).states(records)
-        except Exception as exc:  # noqa: BLE001 - a cloud error: keep the instances, try again
-            seen.events.append(event('cloud_error', reason=f'{resource_type}: {describe_error(exc)}'))
-            continue
-        for record in records:
-            status = statuses.get(record['node_id'])
-            if status is None:
-                continue
-            changed = dict(record)
+            handler = runtime.handler(instance.resource_type)
+            groups.setdefault((instance.resource_type, handler.endpoint(instance.resource)),
+                              []).append(instance)
+    to_check: List[Tuple[Instance, Any]] = []
+    for (resource_type, _), group in groups.items():
+        handler = runtime.handler(resource_type)
+        statuses = executor.states(handler, group)
+        if group and all(isinstance(statuses.get(i.node_id), str) for i in group):
+            seen.events.append(event('cloud_error', reason=f'{resource_type}: '
+                                     f'{statuses[group[0].node_id]}'))
+        for instance in group:
+            status = statuses.get(instance.node_id)
+            if not isinstance(status, ResourceStatus):
+                continue  # not asked this time: keep it as it is
+            changed = copy.deepcopy(instance)
             if status.addresses:
-                changed['addresses'] = list(status.addresses)
+                changed.addresses = list(status.addresses)
             if status.private_address:
-                changed['private_address'] = status.private_address
-            if status.state in (FAILED, SHUTDOWN):
-                seen.verdicts[record['node_id']] = status.reason or f'the resource is {status.state}'
-            elif status.state == PENDING and record.get('state') != 'ready':
-                limit = float(record['resource'].get('create_timeout') or create_timeout)
-                if now - (record.get('created_at') or now) > limit:
-                    seen.verdicts[record['node_id']] = f'not ready after {limit:.0f} s'
-            elif status.state == RUNNING:
-                cm_type = (record.get('config_management') or {}).get('type', 'dummy')
-                if not runtime.config_manager(cm_type).ready(record):
-                    pass  # configuring: still becoming ready
-                elif health_checks and health.has_checks(record, runtime.handler(resource_type)):
-                    to_check.append(changed)
-                elif record.get('state') != 'ready':
-                    changed.update(state='ready', ready_at=round(now, 3))
-                    seen.events.append(event('node_ready', record['node'], record['node_id']))
-            if changed != record:
-                seen.updated[record['node_id']] = changed
+                changed.private_address = status.private_address
+            verdict = _judge(executor, changed, status, handler, None, now)
+            if verdict.verdict == Verdict.CHECK:
+                to_check.append((changed, handler))
+                continue
+            _conclude(changed, instance, verdict, now, seen)
     _check_health(executor, to_check, failtimes, now, seen)
     for node_id in seen.verdicts:
         seen.updated.pop(node_id, None)
     return seen
 
 
-def _check_health(executor: Executor, records: List[Dict[str, Any]],
+def _judge(executor: Executor, instance: Instance, status: ResourceStatus, handler: Any,
+           outcome: Optional[Health], now: float) -> Judgement:
+    cm_type = instance.config_management.get('type', 'dummy')
+    return judge(instance, status,
+                 configured=executor.runtime.config_manager(cm_type).ready(instance),
+                 wants_health=executor.wants_health(instance, handler), health=outcome,
+                 timeout=create_timeout(instance, executor.create_timeout), now=now)
+
+
+def _conclude(changed: Instance, stored: Instance, verdict: Judgement, now: float,
+              seen: Observation) -> None:
+    if verdict.final:
+        seen.verdicts[changed.node_id] = verdict.reason or 'it failed'
+        return
+    if verdict.verdict == Verdict.READY and changed.state != State.READY:
+        changed.state, changed.ready_at = State.READY, round(now, 3)
+        seen.events.append(event('node_ready', changed.node, changed.node_id))
+    if changed.to_json() != stored.to_json():
+        seen.updated[changed.node_id] = changed
+
+
+def _check_health(executor: Executor, checks: List[Tuple[Instance, Any]],
                   failtimes: Mapping[str, float], now: float, seen: Observation) -> None:
-    """Run the health checks of many instances concurrently and time their failures."""
-    if not records:
+    """Run the health checks of many instances concurrently, time their failures and judge."""
+    if not checks:
         return
 
-    def check(record: Dict[str, Any]) -> Optional[str]:
-        node = executor.graph.nodes.get(record['node'])
-        return health.check_record(record, node.variables if node else {})[0]
+    def check(instance: Instance) -> Health:
+        return executor.check_health(instance, failtimes.get(instance.node_id))
 
-    with ThreadPoolExecutor(min(HEALTH_POOL, len(records)), thread_name_prefix='occo-health') as pool:
-        results = list(pool.map(check, records))
-    for record, reason in zip(records, results):
-        node_id = record['node_id']
-        if reason is None:
-            if node_id in failtimes:
-                seen.cleared.append(node_id)
-                seen.events.append(event('node_healthy', record['node'], node_id))
-            if record.get('state') != 'ready':
-                record.update(state='ready', ready_at=round(now, 3))
-                seen.events.append(event('node_ready', record['node'], node_id))
-                seen.updated[node_id] = record
-            continue
-        first = failtimes.get(node_id)
-        if first is None:
+    with ThreadPoolExecutor(min(HEALTH_POOL, len(checks)), thread_name_prefix='occo-health') as pool:
+        outcomes = list(pool.map(check, [instance for instance, _ in checks]))
+    for (instance, handler), outcome in zip(checks, outcomes):
+        node_id = instance.node_id
+        if outcome.reason is None and node_id in failtimes:
+            seen.cleared.append(node_id)
+            seen.events.append(event('node_healthy', instance.node, node_id))
+        elif outcome.reason is not None and node_id not in failtimes:
             seen.failtimes[node_id] = now
-            seen.events.append(event('node_unhealthy', record['node'], node_id, reason))
-            first = now
-        limit = (record.get('health_check') or {}).get('timeout', health.DEFAULT_TIMEOUT)
-        if now - first >= limit:
-            seen.verdicts[node_id] = f'health check failing for {now - first:.0f} s: {reason}'
+            seen.events.append(event('node_unhealthy', instance.node, node_id, outcome.reason))
+        status = ResourceStatus(CloudState.RUNNING, list(instance.addresses), instance.private_address)
+        stored = copy.deepcopy(instance)
+        _conclude(instance, stored, _judge(executor, instance, status, handler, outcome, now), now, seen)
+        if instance.state != stored.state:
+            seen.updated[node_id] = instance
 
 
 def held_back(backoff: Mapping[str, Mapping[str, Any]], now: float) -> Dict[str, str]:
@@ -153,38 +157,31 @@ def held_back(backoff: Mapping[str, Mapping[str, Any]], now: float) -> Dict[str,
             for node, entry in backoff.items() if entry.get('next_at', 0) > now}
 
 
-def run_pass(executor: Executor, state: Mapping[str, Any], resources: Mapping[str, Any], *,
-             health_checks: bool, create_timeout: float, retry_backoff: float,
-             stop: Optional[threading.Event] = None, report: Report,
+def run_pass(executor: Executor, state: InfraState, resources: Mapping[str, Any], *,
+             retry_backoff: float, stop: Optional[threading.Event] = None, report: Report,
              on_plan: Optional[Callable[[Plan, Any], None]] = None) -> PassResult:
-    """One pass over the infrastructure ``executor`` works on, from its loaded ``state``
-    (see :meth:`Store.load`).  Writes go through the executor's (fenced) store."""
+    """One pass over the infrastructure ``executor`` works on, from its loaded ``state``.
+    Writes go through the executor's (fenced) store."""
     store, graph = executor.store, executor.graph
     infra_id = graph.infra_id
     now = time.time()
-    instances = state['instances']
-    seen = observe(executor, instances, state['failtimes'], health_checks=health_checks,
-                   create_timeout=create_timeout, now=now)
-    current = {**instances, **seen.updated}
-    alive: Dict[str, List[Dict[str, Any]]] = {}
-    for record in sorted(current.values(), key=lambda r: r.get('created_at') or 0):
-        if record['node_id'] not in seen.verdicts:
-            alive.setdefault(record.get('node', ''), []).append(record)
-    scaling = apply_requests(graph, state['targets'], state['requests'], alive)
-    held = held_back(state['backoff'], now)
-    plan = make_plan(graph, resources, current, scaling.targets, verdicts=seen.verdicts,
-                     selected=scaling.selected, held=held)
+    seen = observe(executor, state.instances, state.failtimes, now=now)
+    current = {**state.instances, **seen.updated}
+    held = held_back(state.backoff, now)
+    plan, scaling = plan_from_state(graph, resources, current, state.targets, state.requests,
+                                    verdicts=seen.verdicts, held=held)
     if on_plan:
         on_plan(plan, graph)
     result = PassResult(plan, warnings=list(scaling.warnings))
     for warning in scaling.warnings:
         report(warning)
     events = seen.events + [event('scaling', reason=w) for w in scaling.warnings]
-    events += [event('node_failed', current[d.node_id].get('node'), d.node_id, d.reason)
+    events += [event('node_failed', current[d.node_id].node, d.node_id, d.reason)
                for d in plan.drops if d.node_id in seen.verdicts]
-    targets = scaling.targets if scaling.targets != state['targets'] else None
-    store.write(infra_id, records=seen.updated.values(), targets=targets, failtimes=seen.failtimes,
-                cleared=seen.cleared, consumed_requests=scaling.consumed, events=events)
+    targets = scaling.targets if scaling.targets != state.targets else None
+    store.write(infra_id, records=[i.to_json() for i in seen.updated.values()], targets=targets,
+                failtimes=seen.failtimes, cleared=seen.cleared,
+                consumed_requests=scaling.consumed, events=events)
 
     if plan.drops:
         for drop in plan.drops:
@@ -196,31 +193,32 @@ def run_pass(executor: Executor, state: Mapping[str, Any], resources: Mapping[st
         if any(n.name == name and n.waiting for n in plan.nodes):
             report(f'{name}: not creating yet: {why}')
     if plan.creates and not (stop and stop.is_set()):
-        becoming = [r for node in alive.values() for r in node
-                    if r.get('state') != 'ready' and r.get('instance_id')
-                    and r['node_id'] not in {d.node_id for d in plan.drops}]
+        dropped = {d.node_id for d in plan.drops}
+        becoming = [i for node in alive_by_node(current, seen.verdicts).values() for i in node
+                    if i.state != State.READY and i.instance_id and i.node_id not in dropped]
         result.ready, failures = _create(executor, plan, stop, becoming)
         result.created = executor.created
         result.failures += failures
-        _backoff(store, infra_id, plan, failures, state['backoff'], retry_backoff, report)
-    elif state['backoff'] and not held:
-        store.write(infra_id, backoff_cleared=list(state['backoff']))
+        _backoff(store, infra_id, plan, failures, state.backoff, retry_backoff, report)
+    elif state.backoff and not held:
+        store.write(infra_id, backoff_cleared=list(state.backoff))
     missing = sum(n.target - n.existing for n in plan.nodes) - result.ready
     result.state = 'ready' if not result.failures and missing <= 0 else 'degraded'
     return result
 
 
 def _create(executor: Executor, plan: Plan, stop: Optional[threading.Event],
-            becoming: List[Dict[str, Any]]) -> Tuple[int, List[Failure]]:
+            becoming: List[Instance]) -> Tuple[int, List[Failure]]:
     """Create what the plan says (dependents also wait for the instances still ``becoming``
     ready); failed instances are dropped at once.  Returns how many new ones became ready."""
+    old = {b.node_id for b in becoming}
     try:
         ready = executor.create_all(plan.creates, fail_fast=False, stop=stop, watch=becoming)
-        return len([r for r in ready if r['node_id'] not in {b['node_id'] for b in becoming}]), []
+        return len([i for i in ready if i.node_id not in old]), []
     except BuildError as exc:
         failures = exc.failures
     failed_ids = {f.node_id for f in failures if f.node_id}
-    leftovers = {node_id: record for node_id, record in executor.store.instances(
+    leftovers = {node_id: Instance.from_json(record) for node_id, record in executor.store.instances(
         executor.infra_id).items() if node_id in failed_ids}
     if leftovers:
         executor.drop_all(leftovers)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from occo.compiler import InfraGraph
+from occo.instances import Instance
 
 UP, DOWN, SET = 'up', 'down', 'set'
 
@@ -90,14 +91,13 @@ def describe_implementation(index: int, resource: Mapping[str, Any]) -> Dict[str
     return summary
 
 
-def _matches(record: Mapping[str, Any], selector: str) -> bool:
-    addresses = list(record.get('addresses') or []) + [record.get('private_address')]
-    return selector == record.get('node_id') or selector in addresses
+def _matches(instance: Instance, selector: str) -> bool:
+    return selector == instance.node_id or selector in instance.addresses + [instance.private_address]
 
 
 def apply_requests(graph: InfraGraph, stored: Mapping[str, int],
                    requests: Sequence[Mapping[str, Any]],
-                   alive: Mapping[str, Sequence[Mapping[str, Any]]]) -> Scaling:
+                   alive: Mapping[str, Sequence[Instance]]) -> Scaling:
     """Apply pending scaling requests (oldest first) to the stored targets.
 
     :param stored: node name -> stored target (missing: the node's min).
@@ -119,7 +119,7 @@ def apply_requests(graph: InfraGraph, stored: Mapping[str, int],
         selector = request.get('selector')
         if kind == DOWN and selector:
             taken = scaling.selected.setdefault(name, [])
-            found = [r for r in alive.get(name, ()) if _matches(r, selector) and r['node_id'] not in taken]
+            found = [r for r in alive.get(name, ()) if _matches(r, selector) and r.node_id not in taken]
             if not found:
                 scaling.warnings.append(f"Scaling: no instance of node '{name}' has the id or "
                                         f"address '{selector}'; request ignored")
@@ -128,7 +128,7 @@ def apply_requests(graph: InfraGraph, stored: Mapping[str, int],
                 scaling.warnings.append(f"Scaling: request(s) ignored, minimum count ({low}) "
                                         f"reached for node '{name}'")
                 continue
-            taken.append(found[0]['node_id'])
+            taken.append(found[0].node_id)
             targets[name] = current - 1
             continue
         wanted = current + count if kind == UP else current - count if kind == DOWN else count
@@ -143,7 +143,7 @@ def apply_requests(graph: InfraGraph, stored: Mapping[str, int],
 
 
 def make_plan(graph: InfraGraph, resources: Mapping[str, Sequence[Mapping[str, Any]]],
-              instances: Optional[Mapping[str, Mapping[str, Any]]] = None,
+              instances: Optional[Mapping[str, Instance]] = None,
               targets: Optional[Mapping[str, int]] = None, *,
               verdicts: Optional[Mapping[str, Optional[str]]] = None,
               selected: Optional[Mapping[str, Sequence[str]]] = None,
@@ -163,31 +163,30 @@ def make_plan(graph: InfraGraph, resources: Mapping[str, Sequence[Mapping[str, A
     verdicts = verdicts or {}
     selected = selected or {}
     held = held or {}
-    by_node: Dict[str, List[Mapping[str, Any]]] = {}
-    for record in sorted(instances.values(), key=lambda r: r.get('created_at') or 0):
-        by_node.setdefault(record.get('node', ''), []).append(record)
+    by_node = alive_by_node(instances, {})
     plan = Plan(infra_id=graph.infra_id, infra_name=graph.infra_name, nodes=[])
     for name in sorted(set(by_node) - set(graph.nodes)):
-        plan.drops += [DropNode(name, r['node_id'], 'its node is no longer in the description')
+        plan.drops += [DropNode(name, r.node_id, 'its node is no longer in the description')
                        for r in by_node[name]]
     for name in graph.order:
         node = graph.nodes[name]
         target = node.scaling.clamp(targets.get(name, node.scaling.min))
         alive = []
         for record in by_node.get(name, []):
-            reason = verdicts.get(record['node_id'])
+            reason = verdicts.get(record.node_id)
             if reason:
-                plan.drops.append(DropNode(name, record['node_id'], reason))
+                plan.drops.append(DropNode(name, record.node_id, reason))
             else:
                 alive.append(record)
         # The instances a request named go whatever else happens; then the youngest, while
         # there are more than the target.
-        named = [r for r in alive if r['node_id'] in set(selected.get(name, ()))]
-        plan.drops += [DropNode(name, r['node_id'], 'scaled down (selected)') for r in named]
-        alive = [r for r in alive if r not in named]
+        chosen = set(selected.get(name, ()))
+        named = [r for r in alive if r.node_id in chosen]
+        plan.drops += [DropNode(name, r.node_id, 'scaled down (selected)') for r in named]
+        alive = [r for r in alive if r.node_id not in chosen]
         surplus = len(alive) - target
         if surplus > 0:
-            plan.drops += [DropNode(name, r['node_id'], 'scaled down (youngest)')
+            plan.drops += [DropNode(name, r.node_id, 'scaled down (youngest)')
                            for r in list(reversed(alive))[:surplus]]
             alive = alive[:len(alive) - surplus]
         missing = max(0, target - len(alive))
@@ -199,3 +198,27 @@ def make_plan(graph: InfraGraph, resources: Mapping[str, Sequence[Mapping[str, A
         if name not in held:
             plan.creates += [CreateNode(name, tuple(node.depends_on)) for _ in range(missing)]
     return plan
+
+
+def alive_by_node(instances: Mapping[str, Instance], verdicts: Mapping[str, Any]
+                  ) -> Dict[str, List[Instance]]:
+    """Node name -> its instances without a verdict, oldest first."""
+    by_node: Dict[str, List[Instance]] = {}
+    for instance in sorted(instances.values(), key=lambda i: i.created_at or 0):
+        if instance.node_id not in verdicts:
+            by_node.setdefault(instance.node, []).append(instance)
+    return by_node
+
+
+def plan_from_state(graph: InfraGraph, resources: Mapping[str, Sequence[Mapping[str, Any]]],
+                    instances: Mapping[str, Instance], targets: Mapping[str, int],
+                    requests: Sequence[Mapping[str, Any]], *,
+                    verdicts: Mapping[str, str], held: Optional[Mapping[str, str]] = None
+                    ) -> Tuple[Plan, Scaling]:
+    """The plan from stored state (the dry run of an update, a report, a management pass):
+    pending scaling requests applied to the stored targets, instances with a verdict
+    replaced, surplus dropped, missing ones created."""
+    scaling = apply_requests(graph, targets, requests, alive_by_node(instances, verdicts))
+    plan = make_plan(graph, resources, instances, scaling.targets, verdicts=verdicts,
+                     selected=scaling.selected, held=held)
+    return plan, scaling

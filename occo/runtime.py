@@ -1,20 +1,23 @@
 """The live services of one run: the store, credentials, and plugin instances.
 
 Plugins are looked up by name in the registry and instantiated once per run (handlers keep
-clients and connections), shared by the executor's threads.
+clients and connections), shared by the executor's threads.  Each resource handler gets a
+typed :class:`~occo.plugins.resources.base.HandlerContext`: its own settings section of the
+configuration, its credentials, a logger and -- for emulated clouds -- a registry of their
+resources; never the store itself.
 """
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Mapping, Optional
 
 from occo import plugins
 from occo.config import AuthData, Config
-from occo.errors import OccoError
+from occo.errors import ConfigError, OccoError
 from occo.plugins.configmanagers.base import ConfigManager
 from occo.plugins.resources.base import HandlerContext, ResourceHandler
-from occo.store import Store
+from occo.store import CloudRegistry, Store
 
 
 class Runtime:
@@ -27,9 +30,22 @@ class Runtime:
         self.store = store
         self.warn = warn
         self._plugins: Dict[Any, Any] = {}
+        self._registries: Dict[str, CloudRegistry] = {}
         self._lock = threading.Lock()
-        self.context = HandlerContext(redis=store.client, prefix=store.prefix, config=config,
-                                      auth=auth, log=logging.getLogger('occo.plugins'))
+
+    def _registry(self, name: str) -> CloudRegistry:
+        if name not in self._registries:
+            self._registries[name] = CloudRegistry(self.store, name)
+        return self._registries[name]
+
+    def _credentials(self, section: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+        return self.auth.find('resource', section)
+
+    def _context(self, name: str) -> HandlerContext:
+        return HandlerContext(settings=dict(self.config.resources.get(name) or {}),
+                              credentials=self._credentials,
+                              log=logging.getLogger(f'occo.resources.{name}'),
+                              registry=self._registry)
 
     def _instance(self, group: str, name: str) -> Any:
         with self._lock:
@@ -38,7 +54,8 @@ class Runtime:
                 if cls is None:
                     raise OccoError(f"no plugin '{name}' in {group} (installed: "
                                     f"{', '.join(plugins.plugin_names(group))})")
-                self._plugins[group, name] = cls(self.context)
+                ctx = self._context(name) if group == plugins.RESOURCES else None
+                self._plugins[group, name] = cls(ctx)
             return self._plugins[group, name]
 
     def handler(self, resource_type: str) -> ResourceHandler:
@@ -48,3 +65,20 @@ class Runtime:
     def config_manager(self, cm_type: str) -> ConfigManager:
         """The config manager for ``cm_type``."""
         return self._instance(plugins.CONFIG_MANAGERS, cm_type)
+
+
+def check_settings(config: Config) -> None:
+    """:raises ConfigError: if ``resources`` names a resource type that does not exist or
+    gives one a setting it does not take (checked before anything is created)."""
+    for name, settings in config.resources.items():
+        cls = plugins.plugin_class(plugins.RESOURCES, name)
+        if cls is None:
+            raise ConfigError(f"resources: there is no resource type '{name}' (types: "
+                              f"{', '.join(plugins.plugin_names(plugins.RESOURCES))})",
+                              source=config.source)
+        allowed = cls.settings_keys.optional + cls.settings_keys.required
+        unknown = sorted(set(settings) - set(allowed))
+        if unknown:
+            takes = f"takes {', '.join(allowed)}" if allowed else 'takes no settings'
+            raise ConfigError(f"resources.{name}: unknown setting(s) {', '.join(unknown)} "
+                              f'(resource type {name} {takes})', source=config.source)

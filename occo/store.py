@@ -15,38 +15,71 @@ Layout (``P`` = the configured prefix, ``occo:`` by default; ``{ID}`` an infrast
     P {ID}:events                 stream  what happened, when, to which node, and why (capped)
     P {ID}:requests               list    scaling requests, appended atomically, consumed by passes
     P {ID}:backoff                hash    node name -> JSON: creates failing in a row, next try
-    P {ID}:lease                  string  JSON {token, holder, since}: who changes it now (PX ttl)
-    P {ID}:fence                  string  counter giving every new lease a larger token
-    P dummycloud                  hash    resource id -> JSON (the simulated cloud's resources)
-    P localcloud                  hash    resource id -> JSON (local-backend instances)
-    P localcloud:addresses        set     loopback addresses held by local-backend instances
+    P {ID}:lease                  string  JSON {token, holder, since, ns, nonce}: who changes it
+                                          now (PX ttl); the token is a string of digits
+    P {ID}:fence                  string  the last token handed out: a new one is larger, and at
+                                          least the server's time in microseconds
+    P <name>cloud                 hash    resource id -> JSON: an emulated cloud's resources
+                                          (``dummycloud``, ``localcloud``; see CloudRegistry)
+    P <name>cloud:addresses       set     addresses its live resources hold (local backend)
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import socket
 import threading
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, TypeVar
 
 from occo.errors import LeaseHeld, LeaseLost, StoreError
 from occo.redact import mask_url
 
 DEFAULT_PREFIX = 'occo:'
-CONNECT_TIMEOUT = 5.0
+#: how long a call keeps trying while Redis is unreachable (or still loading its data)
+DEFAULT_RETRY_WINDOW = 30.0
+CONNECT_TIMEOUT = 2.0  # short: a retry loop must notice a server that is back quickly
 SOCKET_TIMEOUT = 60.0
+RETRY_FIRST_WAIT = 0.1  # waits between tries: random, up to this doubled per try...
+RETRY_MAX_WAIT = 2.0    # ...but never longer than this
+#: Until Redis has answered once, an unreachable server is a mistake in the configuration
+#: more likely than an outage: the command says so after this long, not after the window.
+FIRST_CONTACT_WINDOW = 2.0
 EVENTS_KEPT = 10_000
 FIELDS_PER_OP = 500  # keeps each command's argument list short inside Lua
 
-# A new lease, unless someone holds one: returns {1, value} or {0, holder's value, ms left}.
+# Why a lease was lost (``Store.lost_reason``).
+LOST_RECORDS_GONE = "Redis came back without this infrastructure's records"
+LOST_TAKEN = 'another process took the lease'
+LOST_EXPIRED = 'the lease expired while Redis was unreachable'
+LOST_RAN_OUT = 'the lease ran out before it could be renewed'
+
+# Tokens are strings of decimal digits: Lua numbers are doubles and cjson prints only 14
+# significant digits, so every script compares whole tokens as strings and only the fence
+# counter (below 2^53) is ever handled as a number.
+
+# A new lease, unless someone holds one: returns {1, value, ms left} or {0, holder's value, ms
+# left}.  The token is max(fence counter + 1, server time in microseconds), so that even a
+# deleted counter (a destroyed and rebuilt infrastructure) never hands out an old token again.
+# ARGV[5] is a nonce of this request: a retry whose first try took the lease (and whose reply
+# was lost) finds its own lease and takes it as its own.
 _ACQUIRE = """
 local current = redis.call('GET', KEYS[1])
-if current then return {0, current, redis.call('PTTL', KEYS[1])} end
-local token = redis.call('INCR', KEYS[2])
-local value = cjson.encode({token = token, holder = ARGV[1], since = tonumber(ARGV[3]), ns = ARGV[4]})
+if current then
+  local ours = cjson.decode(current)['nonce'] == ARGV[5]
+  return {ours and 1 or 0, current, redis.call('PTTL', KEYS[1])}
+end
+local now = redis.call('TIME')
+local token = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if last >= token then token = last + 1 end
+token = string.format('%.0f', token)
+redis.call('SET', KEYS[2], token)
+local value = cjson.encode({token = token, holder = ARGV[1], since = tonumber(ARGV[3]), ns = ARGV[4],
+                            nonce = ARGV[5]})
 redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
 return {1, value, tonumber(ARGV[2])}
 """
@@ -55,27 +88,79 @@ return {1, value, tonumber(ARGV[2])}
 # counter along (KEYS[2], KEYS[3]: fence and record keys).
 _KEEP = """
 local current = redis.call('GET', KEYS[1])
-if not current or cjson.decode(current)['token'] ~= tonumber(ARGV[1]) then return 0 end
+if not current or cjson.decode(current)['token'] ~= ARGV[1] then return 0 end
 if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
 redis.call('DEL', KEYS[1])
 if redis.call('EXISTS', KEYS[3]) == 0 then redis.call('DEL', KEYS[2]) end
 return 1
 """
-# A scaling request, appended only while the infrastructure exists (returns 0 if it is gone).
+# The keeper's renewal (KEYS: lease, fence, record; ARGV: token, ttl ms, lease value or '').
+# A lease key that is gone (Redis restarted without it) is put back with the same token, if the
+# caller says it is still ours by its own clock (ARGV[3] is then its value), the record still
+# exists and no later lease was handed out meanwhile (the fence counter is not above ours).
+_RENEW = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  if cjson.decode(current)['token'] ~= ARGV[1] then return 'taken' end
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 'kept'
+end
+if redis.call('EXISTS', KEYS[3]) == 0 then return 'gone' end
+local fence = redis.call('GET', KEYS[2])
+if fence and tonumber(fence) > tonumber(ARGV[1]) then return 'taken' end
+if ARGV[3] == '' then return 'expired' end
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1])
+return 'restored'
+"""
+# A scaling request, appended only while the infrastructure exists (returns 0 if it is gone);
+# one already there (a retry whose first try was applied) is not appended again.
 _REQUEST = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('LPOS', KEYS[2], ARGV[1]) then return redis.call('LLEN', KEYS[2]) end
 return redis.call('RPUSH', KEYS[2], ARGV[1])
 """
-# Writes guarded by a fencing token: refused unless the lease still holds that token.
-# ARGV[2] is a JSON list of commands whose second item is the index of their key in KEYS.
+# Resources whose state is still ARGV[1] move to the state given with them (ARGV: id, state...).
+_SETTLE = """
+for i = 2, #ARGV, 2 do
+  local current = redis.call('HGET', KEYS[1], ARGV[i])
+  if current then
+    local resource = cjson.decode(current)
+    if resource['state'] == ARGV[1] then
+      resource['state'] = ARGV[i + 1]
+      redis.call('HSET', KEYS[1], ARGV[i], cjson.encode(resource))
+    end
+  end
+end
+return 0
+"""
+# Events appended only while the infrastructure exists and nobody holds its lease.
+_EVENTS_IF_FREE = """
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+for _, entry in ipairs(cjson.decode(ARGV[1])) do
+  local fields = {}
+  for k, v in pairs(entry) do table.insert(fields, k) table.insert(fields, v) end
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
+end
+return 1
+"""
+# Writes guarded by a fencing token: 0 (nothing written) unless the lease still holds that
+# token.  ARGV[2] is a JSON list of commands whose second item is the index of their key in
+# KEYS.  POPHEAD (key, values...) pops the values off the head of a list while they are still
+# there, in order: consuming requests twice (a retry) takes nothing the second time.
 _FENCED = """
 local current = redis.call('GET', KEYS[1])
-if not current or cjson.decode(current)['token'] ~= tonumber(ARGV[1]) then
-  return redis.error_reply('STALE the lease on this infrastructure is no longer ours')
-end
+if not current or cjson.decode(current)['token'] ~= ARGV[1] then return 0 end
 for _, op in ipairs(cjson.decode(ARGV[2])) do
   op[2] = KEYS[op[2]]
-  redis.call(unpack(op))
+  if op[1] == 'POPHEAD' then
+    for i = 3, #op do
+      if redis.call('LINDEX', op[2], 0) ~= op[i] then break end
+      redis.call('LPOP', op[2])
+    end
+  else
+    redis.call(unpack(op))
+  end
 end
 return 1
 """
@@ -117,16 +202,12 @@ def infra_keys(prefix: str, infra_id: str) -> List[str]:
     return [build(prefix, infra_id) for build in _INFRA_KEYS]
 
 
-def dummycloud_key(prefix: str) -> str:
-    return f'{prefix}dummycloud'
+def cloud_key(prefix: str, name: str) -> str:
+    return f'{prefix}{name}cloud'
 
 
-def localcloud_key(prefix: str) -> str:
-    return f'{prefix}localcloud'
-
-
-def localcloud_addresses_key(prefix: str) -> str:
-    return f'{prefix}localcloud:addresses'
+def cloud_addresses_key(prefix: str, name: str) -> str:
+    return f'{prefix}{name}cloud:addresses'
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -152,12 +233,20 @@ def _hdel(key: str, fields: Sequence[str]) -> List[Op]:
 
 @dataclass(frozen=True)
 class Lease:
-    """The right to change one infrastructure; ``token`` fences every write made under it."""
+    """The right to change one infrastructure; ``token`` fences every write made under it.
+
+    ``token`` is a string of decimal digits: tokens of one infrastructure id only ever grow
+    (compare them as numbers, ``int(token)``), even across its destruction and rebuilding.
+    """
 
     infra_id: str
-    token: int
+    token: str
     holder: str
     ttl: float
+    #: when it was taken (epoch seconds, as recorded in Redis)
+    since: float = 0.0
+    #: :func:`lease_clock` just before the request that took it: ours for ``ttl`` from then on
+    started: float = field(default=0.0, compare=False)
 
 
 WHO = f'{socket.gethostname()}:{os.getpid()}'
@@ -174,6 +263,13 @@ def _pid_namespace() -> str:
 PID_NAMESPACE = _pid_namespace()
 
 
+def lease_clock() -> float:
+    """Seconds on a clock of this machine that never goes back and keeps counting while the
+    process is stopped or the machine sleeps: our own judge of how long a lease lasts."""
+    boottime = getattr(time, 'CLOCK_BOOTTIME', None)
+    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
+
+
 def event(kind: str, node: Optional[str] = None, node_id: Optional[str] = None,
           reason: Optional[str] = None) -> Dict[str, str]:
     """An event-stream entry: what happened, to which node, why, when and by whom."""
@@ -187,39 +283,118 @@ def event(kind: str, node: Optional[str] = None, node_id: Optional[str] = None,
     return entry
 
 
+def _transient(exc: BaseException) -> bool:
+    """True for a Redis error worth trying again: the connection is lost or refused, a reply
+    timed out, or the server is still loading its data (BusyLoadingError)."""
+    from redis import exceptions
+    return (isinstance(exc, (exceptions.ConnectionError, exceptions.TimeoutError))
+            and not isinstance(exc, (exceptions.AuthenticationError, exceptions.AuthorizationError)))
+
+
+def _single_try() -> Any:
+    """redis-py's own retries switched off: :meth:`Store._call` does the retrying."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+    return Retry(NoBackoff(), 0)
+
+
+class _Hold:
+    """What the views of a store writing under one lease share: whether (and why) it is lost,
+    and until when it is surely ours by our own clock."""
+
+    def __init__(self, lease: Lease, lost: threading.Event) -> None:
+        self.lost = lost
+        self.reason = ''
+        self.valid_until = lease.started + lease.ttl
+        self._lock = threading.Lock()
+
+    def kept(self, started: float, ttl: float) -> None:
+        with self._lock:
+            self.valid_until = max(self.valid_until, started + ttl)
+
+    def give_up(self, reason: str) -> None:
+        with self._lock:
+            if not self.lost.is_set():
+                self.reason = reason
+                self.lost.set()
+
+
+T = TypeVar('T')
+
+
 class Store:
     """Occopus' records in one Redis database.
+
+    Every call rides out a Redis outage: a lost connection, a refused one or a server still
+    loading its data is tried again (waits growing at random up to :data:`RETRY_MAX_WAIT`)
+    for up to ``retry_window`` seconds before :class:`StoreError` says Redis is unreachable.
 
     :param client: a ``redis.Redis`` client (``decode_responses=True``).
     :param prefix: prefix of every key.
     :param url: where the client points (for messages only; a password is masked).
+    :param retry_window: seconds to keep trying while Redis is unreachable.
     """
 
     def __init__(self, client: Any, prefix: str = DEFAULT_PREFIX, url: str = '',
-                 lease: Optional[Lease] = None, lost: Optional[threading.Event] = None) -> None:
+                 lease: Optional[Lease] = None, lost: Optional[threading.Event] = None,
+                 retry_window: float = DEFAULT_RETRY_WINDOW) -> None:
         self.client = client
         self.prefix = prefix
         self.url = mask_url(url)
+        self.retry_window = retry_window
         self.lease = lease
         #: set once the lease is known to be lost: callers must stop acting for it
         self.lost = lost
+        self._hold = _Hold(lease, lost if lost is not None else threading.Event()) if lease else None
+        if self._hold is not None:
+            self.lost = self._hold.lost
         self._scripts: Dict[str, Any] = {}
+        self._requests_seen: Dict[str, List[str]] = {}
+        #: set once Redis has answered (shared with the views of this store)
+        self.answered = threading.Event()
+
+    @property
+    def lost_reason(self) -> str:
+        """Why the lease of this view was lost ('' while it is not): one of
+        :data:`LOST_RECORDS_GONE`, :data:`LOST_TAKEN`, :data:`LOST_EXPIRED`, :data:`LOST_RAN_OUT`."""
+        return self._hold.reason if self._hold is not None else ''
+
+    @property
+    def taken_over(self) -> bool:
+        """True once the lease of this view is known to belong to another process (which then
+        owns the infrastructure), rather than lost with Redis' records or run out."""
+        return self.lost_reason == LOST_TAKEN
 
     def _script(self, source: str) -> Any:
-        """A registered Lua script (EVALSHA, loaded once per client)."""
+        """A registered Lua script (EVALSHA; loaded again by redis-py when the server answers
+        NOSCRIPT, e.g. after a restart).  Call it with ``client=self.client``."""
         if source not in self._scripts:
             self._scripts[source] = self.client.register_script(source)
         return self._scripts[source]
 
     def under(self, lease: Lease, lost: Optional[threading.Event] = None) -> 'Store':
         """This store, with every write to ``lease``'s infrastructure fenced by its token;
-        ``lost`` is set by whoever keeps the lease once it is gone."""
-        view = Store(self.client, self.prefix, '', lease, lost or threading.Event())
-        view.url, view._scripts = self.url, self._scripts
+        ``lost`` (the view's ``lost``, a new event unless given) is set once it is gone, and
+        ``lost_reason`` says why."""
+        view = Store(self.client, self.prefix, '', lease, lost, self.retry_window)
+        view.url, view._scripts, view.answered = self.url, self._scripts, self.answered
+        return view
+
+    def _with_timeout(self, seconds: float) -> 'Store':
+        """This view on a client of its own whose every socket wait is at most ``seconds``
+        (close it with ``view.client.close()``)."""
+        import redis
+        pool = self.client.connection_pool
+        kwargs = dict(pool.connection_kwargs, socket_timeout=seconds, retry=_single_try(),
+                      socket_connect_timeout=min(seconds, CONNECT_TIMEOUT))
+        view = copy.copy(self)
+        view.client = redis.Redis(connection_pool=redis.ConnectionPool(
+            connection_class=pool.connection_class, **kwargs))
         return view
 
     @classmethod
-    def connect(cls, url: str, prefix: str = DEFAULT_PREFIX) -> 'Store':
+    def connect(cls, url: str, prefix: str = DEFAULT_PREFIX,
+                retry_window: float = DEFAULT_RETRY_WINDOW) -> 'Store':
         """A store on the Redis server at ``url`` (``redis://``, ``rediss://`` or ``unix://``).
 
         :raises StoreError: if the URL is malformed.  The connection is made lazily.
@@ -228,36 +403,52 @@ class Store:
         try:
             client = redis.Redis.from_url(url, decode_responses=True,
                                           socket_connect_timeout=CONNECT_TIMEOUT,
-                                          socket_timeout=SOCKET_TIMEOUT)
+                                          socket_timeout=SOCKET_TIMEOUT, retry=_single_try())
         except ValueError as exc:
             raise StoreError(f'invalid Redis URL {mask_url(url)!r}: {exc} '
                              '(expected e.g. redis://127.0.0.1:6379/0)') from None
-        return cls(client, prefix, url)
+        return cls(client, prefix, url, retry_window=retry_window)
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
+    def _call(self, fn: Callable[[], T], window: Optional[float] = None,
+              interrupt: Optional[threading.Event] = None) -> T:
+        """``fn()`` (Redis commands through ``self.client``), tried again while Redis is
+        unreachable for up to ``window`` seconds (default: ``retry_window``), or until
+        ``interrupt`` is set.  The one place where Redis errors become ours.
+
+        :raises StoreError: Redis is unreachable, refused the credentials or answered an error.
+        """
         import redis
+        import tenacity
+        window = max(0.0, self.retry_window if window is None else window)
+        if not self.answered.is_set():
+            window = min(window, FIRST_CONTACT_WINDOW)
+        stop = tenacity.stop_before_delay(window)
+        if interrupt is not None:
+            stop = tenacity.stop_any(stop, lambda state: interrupt.is_set())
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(_transient), stop=stop, reraise=True,
+            wait=tenacity.wait_random_exponential(multiplier=RETRY_FIRST_WAIT, max=RETRY_MAX_WAIT),
+            sleep=interrupt.wait if interrupt is not None else time.sleep)
         try:
-            yield
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            reason = str(exc).split('. ')[-1].rstrip('.') or type(exc).__name__
-            raise StoreError(f'cannot reach Redis at {self.url}: {reason} (start redis-server, or '
-                             'point OCCOPUS_REDIS_URL or the configuration at a running one)') from None
-        except redis.AuthenticationError:
-            raise StoreError(f'Redis at {self.url} refused the credentials') from None
-        except redis.ResponseError as exc:
-            if str(exc).startswith('STALE'):
-                if self.lost is not None:
-                    self.lost.set()
-                raise LeaseLost(str(exc)[len('STALE '):]) from None
-            raise StoreError(f'Redis at {self.url} answered an error: {exc}') from None
+            result = retrying(fn)
         except redis.RedisError as exc:
-            raise StoreError(f'Redis at {self.url} answered an error: {exc}') from None
+            if not _transient(exc):
+                self.answered.set()
+            raise self._error(exc, window) from None
+        self.answered.set()
+        return result
 
-    def ping(self) -> None:
-        """:raises StoreError: if Redis cannot be reached."""
-        with self._errors():
-            self.client.ping()
+    def _error(self, exc: Exception, window: float) -> StoreError:
+        import redis
+        if _transient(exc):
+            reason = str(exc).split('. ')[-1].rstrip('.') or type(exc).__name__
+            return StoreError(f'cannot reach Redis at {self.url} for {window:g} s: {reason} (start '
+                              'redis-server, or point OCCOPUS_REDIS_URL or the configuration at a '
+                              'running one)')
+        if isinstance(exc, redis.AuthenticationError):
+            return StoreError(f'Redis at {self.url} refused the credentials')
+        message = ' '.join(str(exc).split())
+        return StoreError(f'Redis at {self.url} answered an error: {message}')
 
     # -- node definitions --------------------------------------------------------------------
 
@@ -266,46 +457,60 @@ class Store:
         replacing definitions of the same types.  One command: all or nothing."""
         if not definitions:
             return
-        with self._errors():
-            self.client.hset(nodedefs_key(self.prefix, namespace),
-                             mapping={name: _dumps(value) for name, value in definitions.items()})
+        mapping = {name: _dumps(value) for name, value in definitions.items()}
+        self._call(lambda: self.client.hset(nodedefs_key(self.prefix, namespace), mapping=mapping))
 
     def get_node_definitions(self, namespace: str, types: Sequence[str]) -> Dict[str, Any]:
         """The stored definitions of ``types`` (absent types are left out), in one round trip."""
         types = list(dict.fromkeys(types))
         if not types:
             return {}
-        with self._errors():
-            values = self.client.hmget(nodedefs_key(self.prefix, namespace), types)
+        values = self._call(lambda: self.client.hmget(nodedefs_key(self.prefix, namespace), types))
         return {name: json.loads(value) for name, value in zip(types, values) if value is not None}
 
     def node_definition_types(self, namespace: str) -> List[str]:
         """Every node type imported in ``namespace``, sorted."""
-        with self._errors():
-            return sorted(self.client.hkeys(nodedefs_key(self.prefix, namespace)))
+        return sorted(self._call(lambda: self.client.hkeys(nodedefs_key(self.prefix, namespace))))
 
     # -- writing ------------------------------------------------------------------------------
 
     def _apply(self, infra_id: str, ops: Sequence[Op]) -> None:
-        """Run ``ops`` (keys of ``infra_id`` only) in one round trip; fenced under a lease."""
+        """Run ``ops`` (keys of ``infra_id`` only) in one round trip; fenced under a lease.
+
+        :raises LeaseLost: under a lease that is no longer ours (``lost`` is set).
+        """
         if not ops:
             return
-        with self._errors():
-            if self.lease is None or self.lease.infra_id != infra_id:
+        if self.lease is None or self.lease.infra_id != infra_id:
+            def run() -> None:
                 pipe = self.client.pipeline(transaction=False)
                 for op in ops:
                     pipe.execute_command(*op)
                 pipe.execute()
-                return
-            keys = [lease_key(self.prefix, infra_id)]
-            index = {}
-            encoded = []
-            for op in ops:
-                if op[1] not in index:
-                    keys.append(op[1])
-                    index[op[1]] = len(keys)
-                encoded.append([op[0], index[op[1]]] + [str(a) for a in op[2:]])
-            self._script(_FENCED)(keys=keys, args=[self.lease.token, _dumps(encoded)])
+            self._call(run)
+            return
+        keys = [lease_key(self.prefix, infra_id)]
+        index: Dict[str, int] = {}
+        encoded = []
+        for op in ops:
+            if op[1] not in index:
+                keys.append(op[1])
+                index[op[1]] = len(keys)
+            encoded.append([op[0], index[op[1]]] + [str(a) for a in op[2:]])
+        args = [self.lease.token, _dumps(encoded)]
+
+        def fenced() -> int:
+            return self._script(_FENCED)(keys=keys, args=args, client=self.client)
+
+        if not self.lost.is_set() and (self._call(fenced) or (self.keep_lease() and self._call(fenced))):
+            return
+        self._lose(LOST_TAKEN)
+
+    def _lose(self, reason: str) -> None:
+        """:raises LeaseLost: our lease is gone (``lost`` set; the first reason found stays)."""
+        self._hold.give_up(reason)
+        raise LeaseLost(f'the lease on infrastructure {self.lease.infra_id} is no longer ours: '
+                        f'{self._hold.reason or reason}')
 
     def _event_ops(self, infra_id: str, events: Iterable[Mapping[str, str]]) -> List[Op]:
         ops = []
@@ -322,7 +527,8 @@ class Store:
         """Apply a batch of changes to one infrastructure in one round trip: instance records
         (whole, by node id), removed instances, targets, first-failure times (set, cleared),
         retry backoff per node (set, cleared), the first ``consumed_requests`` scaling
-        requests taken off the list, and events."""
+        requests taken off the list (those :meth:`load` returned, under a lease: a retried
+        write does not take more), and events."""
         ops: List[Op] = []
         records = {r['node_id']: r for r in records}
         if records:
@@ -341,7 +547,12 @@ class Store:
         if backoff_cleared:
             ops += _hdel(backoff_key(self.prefix, infra_id), list(backoff_cleared))
         if consumed_requests:
-            ops.append(['LTRIM', requests_key(self.prefix, infra_id), consumed_requests, -1])
+            seen = self._requests_seen.get(infra_id)
+            fenced = self.lease is not None and self.lease.infra_id == infra_id
+            if fenced and seen is not None and len(seen) >= consumed_requests:
+                ops.append(['POPHEAD', requests_key(self.prefix, infra_id)] + seen[:consumed_requests])
+            else:
+                ops.append(['LTRIM', requests_key(self.prefix, infra_id), consumed_requests, -1])
         ops += self._event_ops(infra_id, events)
         self._apply(infra_id, ops)
 
@@ -351,10 +562,11 @@ class Store:
                      targets: Mapping[str, int]) -> bool:
         """Store a new infrastructure (its record, registry entry, targets and a created event)
         unless the id is taken; returns False if it was."""
-        with self._errors():
-            if not self.client.set(infra_key(self.prefix, infra_id), _dumps(record), nx=True):
-                return False
-            self.client.hset(infras_key(self.prefix), infra_id, _dumps(summary))
+        key, value = infra_key(self.prefix, infra_id), _dumps(record)
+        # A retry whose first try was applied finds its own record: that is no clash.
+        if not self._call(lambda: self.client.set(key, value, nx=True) or self.client.get(key) == value):
+            return False
+        self._call(lambda: self.client.hset(infras_key(self.prefix), infra_id, _dumps(summary)))
         self.write(infra_id, targets=targets,
                    events=[event('infra_created', reason=summary.get('name'))])
         return True
@@ -364,25 +576,22 @@ class Store:
         """Store a changed description of an existing infrastructure (fenced)."""
         self._apply(infra_id, [['SET', infra_key(self.prefix, infra_id), _dumps(record)]]
                     + self._event_ops(infra_id, [event('infra_updated', reason=reason)]))
-        with self._errors():
-            self.client.hset(infras_key(self.prefix), infra_id, _dumps(summary))
+        self._call(lambda: self.client.hset(infras_key(self.prefix), infra_id, _dumps(summary)))
 
     def infra(self, infra_id: str) -> Optional[Dict[str, Any]]:
         """The stored record of an infrastructure, or None."""
-        with self._errors():
-            value = self.client.get(infra_key(self.prefix, infra_id))
+        value = self._call(lambda: self.client.get(infra_key(self.prefix, infra_id)))
         return json.loads(value) if value is not None else None
 
     def summary(self, infra_id: str) -> Dict[str, Any]:
         """The registry entry of one infrastructure ({} if it has none)."""
-        with self._errors():
-            value = self.client.hget(infras_key(self.prefix), infra_id)
+        value = self._call(lambda: self.client.hget(infras_key(self.prefix), infra_id))
         return json.loads(value) if value else {}
 
     def infras(self) -> Dict[str, Dict[str, Any]]:
         """The registry: every known infrastructure id with its summary."""
-        with self._errors():
-            return {k: json.loads(v) for k, v in self.client.hgetall(infras_key(self.prefix)).items()}
+        raw = self._call(lambda: self.client.hgetall(infras_key(self.prefix)))
+        return {k: json.loads(v) for k, v in raw.items()}
 
     def set_infra_state(self, infra_id: str, state: str, summary: Mapping[str, Any],
                         reason: Optional[str] = None, quiet: bool = False) -> None:
@@ -392,20 +601,23 @@ class Store:
         process that lost its lease cannot bring back a destroyed infrastructure."""
         self._apply(infra_id, [['EXISTS', infra_key(self.prefix, infra_id)]] + (
             [] if quiet else self._event_ops(infra_id, [event(f'infra_{state}', reason=reason)])))
-        with self._errors():
-            self.client.hset(infras_key(self.prefix), infra_id, _dumps(dict(summary, state=state)))
+        value = _dumps(dict(summary, state=state))
+        self._call(lambda: self.client.hset(infras_key(self.prefix), infra_id, value))
 
     def delete_infra(self, infra_id: str) -> None:
-        """Forget an infrastructure: every key of it (its lease too), and its registry entry."""
-        self._apply(infra_id, [['DEL', key] for key in infra_keys(self.prefix, infra_id)])
-        with self._errors():
-            self.client.hdel(infras_key(self.prefix), infra_id)
+        """Forget an infrastructure: every key of it and its registry entry.  Its lease stays
+        until it is released (or runs out), so that a retried delete is still ours to make;
+        the fencing tokens of a later infrastructure with the same id are larger all the same."""
+        lease = lease_key(self.prefix, infra_id)
+        self._apply(infra_id, [['DEL', key] for key in infra_keys(self.prefix, infra_id)
+                               if key != lease])
+        self._call(lambda: self.client.hdel(infras_key(self.prefix), infra_id))
 
     def load(self, infra_id: str) -> Optional[Dict[str, Any]]:
         """Everything a management pass reads, in one round trip: ``infra`` (the record),
         ``instances``, ``targets``, ``requests``, ``failtimes`` and ``backoff``; None if the
         infrastructure does not exist."""
-        with self._errors():
+        def run() -> List[Any]:
             pipe = self.client.pipeline(transaction=False)
             pipe.get(infra_key(self.prefix, infra_id))
             pipe.hgetall(instances_key(self.prefix, infra_id))
@@ -413,9 +625,11 @@ class Store:
             pipe.lrange(requests_key(self.prefix, infra_id), 0, -1)
             pipe.hgetall(failtimes_key(self.prefix, infra_id))
             pipe.hgetall(backoff_key(self.prefix, infra_id))
-            record, instances, targets, requests, failtimes, backoff = pipe.execute()
+            return pipe.execute()
+        record, instances, targets, requests, failtimes, backoff = self._call(run)
         if record is None:
             return None
+        self._requests_seen[infra_id] = list(requests)
         return {'infra': json.loads(record),
                 'instances': {k: json.loads(v) for k, v in instances.items()},
                 'targets': {k: int(v) for k, v in targets.items()},
@@ -426,19 +640,19 @@ class Store:
     def load_many(self, infra_ids: Sequence[str]) -> Dict[str, Optional[Dict[str, Dict[str, Any]]]]:
         """The instance records of several infrastructures, in one round trip (None for one
         whose record does not exist)."""
-        with self._errors():
+        def run() -> List[Any]:
             pipe = self.client.pipeline(transaction=False)
             for infra_id in infra_ids:
                 pipe.exists(infra_key(self.prefix, infra_id))
                 pipe.hgetall(instances_key(self.prefix, infra_id))
-            results = pipe.execute()
+            return pipe.execute()
+        results = self._call(run)
         return {infra_id: {k: json.loads(v) for k, v in raw.items()} if exists else None
                 for infra_id, exists, raw in zip(infra_ids, results[::2], results[1::2])}
 
     def forget(self, infra_id: str) -> None:
         """Remove a registry entry whose infrastructure record is gone."""
-        with self._errors():
-            self.client.hdel(infras_key(self.prefix), infra_id)
+        self._call(lambda: self.client.hdel(infras_key(self.prefix), infra_id))
 
     # -- instances ---------------------------------------------------------------------------
 
@@ -449,8 +663,7 @@ class Store:
 
     def instances(self, infra_id: str) -> Dict[str, Dict[str, Any]]:
         """Every instance record of an infrastructure, by node id."""
-        with self._errors():
-            raw = self.client.hgetall(instances_key(self.prefix, infra_id))
+        raw = self._call(lambda: self.client.hgetall(instances_key(self.prefix, infra_id)))
         return {node_id: json.loads(value) for node_id, value in raw.items()}
 
     def remove_instances(self, infra_id: str, node_ids: Sequence[str],
@@ -458,19 +671,15 @@ class Store:
         """Forget instances (after their resources are dropped), with events."""
         self.write(infra_id, removed=node_ids, events=events)
 
-    def targets(self, infra_id: str) -> Dict[str, int]:
-        with self._errors():
-            return {k: int(v) for k, v in self.client.hgetall(targets_key(self.prefix, infra_id)).items()}
-
     # -- scaling requests (no lease needed: appended atomically) -----------------------------
 
     def add_request(self, infra_id: str, request: Mapping[str, Any]) -> int:
         """Append a scaling request while the infrastructure exists (atomically, so that no
-        request outlives a destroy); returns how many are pending, 0 if it is gone."""
-        with self._errors():
-            return int(self._script(_REQUEST)(
-                keys=[infra_key(self.prefix, infra_id), requests_key(self.prefix, infra_id)],
-                args=[_dumps(request)]))
+        request outlives a destroy; a retry never appends it twice: it gets an ``id``);
+        returns how many are pending, 0 if it is gone."""
+        keys = [infra_key(self.prefix, infra_id), requests_key(self.prefix, infra_id)]
+        args = [_dumps(dict(request, id=uuid.uuid4().hex))]
+        return int(self._call(lambda: self._script(_REQUEST)(keys=keys, args=args, client=self.client)))
 
     # -- leases ------------------------------------------------------------------------------
 
@@ -479,16 +688,22 @@ class Store:
 
         :raises LeaseHeld: naming the holder, if someone else has it.
         """
-        with self._errors():
-            ok, value, left = self._script(_ACQUIRE)(
-                keys=[lease_key(self.prefix, infra_id), fence_key(self.prefix, infra_id)],
-                args=[holder, int(ttl * 1000), f'{time.time():.3f}', PID_NAMESPACE])
+        keys = [lease_key(self.prefix, infra_id), fence_key(self.prefix, infra_id)]
+        args = [holder, int(ttl * 1000), f'{time.time():.3f}', PID_NAMESPACE, uuid.uuid4().hex]
+        started: List[float] = []
+
+        def attempt() -> Any:
+            started.append(lease_clock())  # the first try may be the one that took it
+            return self._script(_ACQUIRE)(keys=keys, args=args, client=self.client)
+
+        ok, value, left = self._call(attempt)
         data = json.loads(value)
         if not ok:
             raise LeaseHeld(infra_id, data.get('holder', '?'), float(data.get('since') or 0),
-                            max(0, int(left)) / 1000, int(data.get('token') or 0),
+                            max(0, int(left)) / 1000, str(data.get('token') or ''),
                             str(data.get('ns') or ''))
-        return Lease(infra_id, int(data['token']), holder, ttl)
+        return Lease(infra_id, str(data['token']), holder, ttl, float(data.get('since') or 0),
+                     started[0])
 
     def _lease_keys(self, infra_id: str) -> List[str]:
         return [lease_key(self.prefix, infra_id), fence_key(self.prefix, infra_id),
@@ -496,31 +711,155 @@ class Store:
 
     def renew_lease(self, lease: Lease) -> bool:
         """Extend ``lease`` by its ttl; False if it is no longer ours."""
-        with self._errors():
-            return bool(self._script(_KEEP)(keys=self._lease_keys(lease.infra_id),
-                                            args=[lease.token, int(lease.ttl * 1000)]))
+        keys, args = self._lease_keys(lease.infra_id), [lease.token, int(lease.ttl * 1000)]
+        return bool(self._call(lambda: self._script(_KEEP)(keys=keys, args=args, client=self.client)))
 
-    def break_lease(self, infra_id: str, token: int) -> bool:
+    def keep_lease(self, interrupt: Optional[threading.Event] = None) -> bool:
+        """Renew the lease this view writes under (see :meth:`under`); True while it is ours.
+
+        While Redis is unreachable it keeps trying until the lease runs out by our own clock
+        (or ``interrupt`` is set).  A lease key Redis lost while the lease was still ours (a
+        restart from older data) is put back with the same token, if the infrastructure's
+        record exists and no later lease was handed out.  Otherwise the lease is lost:
+        ``lost`` is set, ``lost_reason`` says why, and False is returned.
+        """
+        hold, lease = self._hold, self.lease
+        if hold is None:
+            raise TypeError('keep_lease() needs a store under a lease (see Store.under)')
+        if self.lost.is_set():
+            return False
+        keys = self._lease_keys(lease.infra_id)
+        value = _dumps({'token': lease.token, 'holder': lease.holder, 'since': lease.since,
+                        'ns': PID_NAMESPACE})
+        started: List[float] = []
+
+        def renew() -> str:
+            started.append(lease_clock())
+            ours = started[-1] < hold.valid_until
+            return self._script(_RENEW)(keys=keys, client=self.client, args=[
+                lease.token, int(lease.ttl * 1000), value if ours else ''])
+
+        try:
+            outcome = self._call(renew, window=hold.valid_until - lease_clock(), interrupt=interrupt)
+        except StoreError:
+            if interrupt is not None and interrupt.is_set():
+                return True
+            if lease_clock() + RETRY_MAX_WAIT < hold.valid_until:
+                return True  # not a lost connection, or time is left: the next tick tries again
+            hold.give_up(LOST_EXPIRED)
+            return False
+        if outcome in ('kept', 'restored'):
+            hold.kept(started[-1], lease.ttl)
+            return True
+        hold.give_up({'gone': LOST_RECORDS_GONE, 'taken': LOST_TAKEN}.get(outcome, LOST_RAN_OUT))
+        return False
+
+    def break_lease(self, infra_id: str, token: str) -> bool:
         """Remove a lease whose holder is known to be dead (only if it still has ``token``)."""
-        with self._errors():
-            return bool(self._script(_KEEP)(keys=self._lease_keys(infra_id), args=[token, 0]))
+        keys, args = self._lease_keys(infra_id), [token, 0]
+        return bool(self._call(lambda: self._script(_KEEP)(keys=keys, args=args, client=self.client)))
 
     def release_lease(self, lease: Lease) -> None:
-        """Give ``lease`` back (nothing happens if it is no longer ours)."""
-        with self._errors():
-            self._script(_KEEP)(keys=self._lease_keys(lease.infra_id), args=[lease.token, 0])
+        """Give ``lease`` back (nothing happens if it is no longer ours).  Through the view
+        holding it, Redis is tried only as long as the lease would last anyway."""
+        window = None
+        if self._hold is not None and self.lease == lease:
+            window = min(self.retry_window, max(0.0, self._hold.valid_until - lease_clock()))
+        keys, args = self._lease_keys(lease.infra_id), [lease.token, 0]
+        self._call(lambda: self._script(_KEEP)(keys=keys, args=args, client=self.client), window)
 
     # -- events ------------------------------------------------------------------------------
 
-    def add_events(self, infra_id: str, events: Iterable[Mapping[str, str]]) -> None:
-        self.write(infra_id, events=events)
+    def add_events(self, infra_id: str, events: Iterable[Mapping[str, str]],
+                   if_exists: bool = False) -> None:
+        """Append events; with ``if_exists``, only while the infrastructure exists and no
+        other process holds its lease (so that a process without a lease, such as a
+        maintainer recording a failed pass, never writes into a rebuilt or changing one)."""
+        if not if_exists:
+            self.write(infra_id, events=events)
+            return
+        args = [_dumps(list(events))]
+        keys = [infra_key(self.prefix, infra_id), lease_key(self.prefix, infra_id),
+                events_key(self.prefix, infra_id)]
+        self._call(lambda: self._script(_EVENTS_IF_FREE)(keys=keys, args=args + [EVENTS_KEPT],
+                                                         client=self.client))
 
     def events(self, infra_id: str, count: Optional[int] = None) -> List[Dict[str, str]]:
         """The event stream of an infrastructure, oldest first (the last ``count`` if given)."""
-        with self._errors():
-            if count:
-                entries = list(reversed(self.client.xrevrange(events_key(self.prefix, infra_id),
-                                                              count=count)))
-            else:
-                entries = self.client.xrange(events_key(self.prefix, infra_id))
+        key = events_key(self.prefix, infra_id)
+        if count:
+            entries = list(reversed(self._call(lambda: self.client.xrevrange(key, count=count))))
+        else:
+            entries = self._call(lambda: self.client.xrange(key))
         return [dict(fields, id=entry_id) for entry_id, fields in entries]
+
+
+class CloudRegistry:
+    """The resources of an emulated cloud (the dummy and local backends), kept in Redis so that
+    other processes -- and a test or a person -- can see them.  Handlers get one from the engine
+    and never speak Redis themselves; every call rides out a Redis outage as the store's do.
+
+    Each resource is a JSON object under its resource id; those that belong to an
+    infrastructure carry ``infra_id``, ``node_id`` and ``node`` so that :meth:`find` can list
+    them by their tags.
+    """
+
+    def __init__(self, store: 'Store', name: str) -> None:
+        self.store = store
+        self.name = name
+        self.key = cloud_key(store.prefix, name)
+        self.addresses_key = cloud_addresses_key(store.prefix, name)
+
+    def put(self, resource_id: str, resource: Mapping[str, Any]) -> None:
+        """Store (or replace) one resource."""
+        value = _dumps(resource)
+        self.store._call(lambda: self.store.client.hset(self.key, resource_id, value))
+
+    def get(self, resource_id: str) -> Optional[Dict[str, Any]]:
+        """One resource, or None if the cloud has no such resource."""
+        return self.get_many([resource_id])[0]
+
+    def get_many(self, resource_ids: Sequence[str]) -> List[Optional[Dict[str, Any]]]:
+        """Several resources in one round trip (None for each one that does not exist)."""
+        if not resource_ids:
+            return []
+        ids = list(resource_ids)
+        values = self.store._call(lambda: self.store.client.hmget(self.key, ids))
+        return [json.loads(v) if v is not None else None for v in values]
+
+    def delete(self, resource_id: Optional[str], address: Optional[str] = None) -> None:
+        """Forget a resource and give back the address it held (either may be None)."""
+        def run() -> None:
+            pipe = self.store.client.pipeline(transaction=False)
+            if address:
+                pipe.srem(self.addresses_key, address)
+            if resource_id:
+                pipe.hdel(self.key, resource_id)
+            pipe.execute()
+        self.store._call(run)
+
+    def settle(self, changes: Mapping[str, str], only_from: str) -> None:
+        """Move resources (id -> new state) whose state is still ``only_from``; one round trip,
+        and a resource someone changed meanwhile keeps that change."""
+        if not changes:
+            return
+        args = [only_from] + [part for item in changes.items() for part in item]
+        self.store._call(lambda: self.store._script(_SETTLE)(keys=[self.key], args=args,
+                                                             client=self.store.client))
+
+    def find(self, infra_id: str) -> List[Dict[str, Any]]:
+        """The resources tagged with ``infra_id``, as minimal instance records (``instance_id``,
+        ``node_id``, ``node``)."""
+        def run() -> List[Dict[str, Any]]:
+            found = []
+            for resource_id, value in self.store.client.hscan_iter(self.key, count=1000):
+                resource = json.loads(value)
+                if resource.get('infra_id') == infra_id:
+                    found.append({'instance_id': resource_id, 'node_id': resource.get('node_id'),
+                                  'node': resource.get('node')})
+            return found
+        return self.store._call(run)
+
+    def claim(self, address: str) -> bool:
+        """Take ``address`` for a resource; False if another resource holds it."""
+        return bool(self.store._call(lambda: self.store.client.sadd(self.addresses_key, address)))

@@ -187,10 +187,8 @@ def test_template_error_names_the_node_and_rolls_back(occo, tmp_path):
 
 def test_create_timeout_bounds_the_wait(occo, tmp_path):
     infra = one_node(occo, tmp_path, 'slow', 'resource: {type: dummy, boot_time: 60, create_timeout: 1}\n')
-    started = time.monotonic()
-    result = occo.run('occopus-build', '-i', 'slow', infra)
+    result = occo.run('occopus-build', '-i', 'slow', infra, timeout=30)  # a hang fails the test
     assert result.returncode == 1
-    assert time.monotonic() - started < 20
     assert re.search(r"error: node 'slow' \(instance \w+\): not ready after 1 s \(the resource is "
                      r'pending; create_timeout bounds the wait\)', result.stderr)
     assert_gone(occo, 'slow')

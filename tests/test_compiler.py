@@ -184,3 +184,55 @@ def test_graph_round_trips_through_json():
     graph = compile_text('infra_name: j\nnodes: [{name: client, type: client, variables: {target: s}}, '
                          '{name: s, type: plain}]\n')
     assert InfraGraph.from_json(json.loads(json.dumps(graph.to_json()))) == graph
+
+
+def test_an_inferred_edge_counts_for_the_next_address_asked_for():
+    # 'a' asks for b and c; b depends on c, so once a depends on b it depends on c too
+    graph = compile_text("""
+infra_name: literal
+nodes:
+  - {name: a, type: literal}
+  - {name: b, type: plain}
+  - {name: c, type: plain}
+dependencies: [[b, c]]
+""")
+    assert [(e.dependent, e.dependee, e.inferred) for e in graph.edges] == [('b', 'c', False),
+                                                                           ('a', 'b', True)]
+    assert graph.warnings == ["node 'a' uses the address of 'b' in its templates but does not depend "
+                              'on it: added the dependency [a, b]']
+    assert graph.levels == [['c'], ['b'], ['a']]
+
+
+def test_long_chains_and_wide_fan_in():
+    count = 400
+    nodes = ''.join(f'  - {{name: n{i}, type: plain}}\n' for i in reversed(range(count)))
+    deps = ''.join(f'  - [n{i}, n{i - 1}]\n' for i in range(1, count))
+    fan_in = ''.join(f'  - [all, n{i}]\n' for i in range(count)) * 2  # each given twice
+    graph = compile_text(f'infra_name: chain\nnodes:\n{nodes}  - {{name: all, type: plain}}\n'
+                         f'dependencies:\n{deps}{fan_in}')
+    assert graph.levels == [[f'n{i}'] for i in range(count)] + [['all']]
+    assert graph.nodes['all'].depends_on == [f'n{i}' for i in range(count)]
+    assert graph.mappings('n0')['outbound'] == {'n1': [], 'all': []}
+
+
+def test_cycle_is_named_without_the_nodes_waiting_for_it():
+    with pytest.raises(SchemaError) as info:
+        compile_text("""
+infra_name: cyc3
+nodes:
+  - {name: waits, type: plain}
+  - {name: a, type: plain}
+  - {name: b, type: plain}
+dependencies: [[waits, a], [a, b], [b, a]]
+""")
+    assert 'Cycle detected in dependencies: waits' not in str(info.value)
+    assert 'Cycle detected in dependencies: a -> b -> a (each node depends' in str(info.value)
+
+
+def test_mappings_follow_edges_added_after_a_first_look():
+    from occo.compiler import Edge
+    graph = compile_text('infra_name: m\nnodes: [{name: a, type: plain}, {name: b, type: plain}]\n')
+    assert graph.mappings('a') == {'inbound': {}, 'outbound': {}}
+    graph.edges.append(Edge('a', 'b', mappings=[{'attributes': ['x', 'y'], 'synch': False}]))
+    assert graph.mappings('a')['inbound'] == {'b': [{'attributes': ['x', 'y'], 'synch': False}]}
+    assert graph.mappings('b')['outbound'] == {'a': [{'attributes': ['x', 'y'], 'synch': False}]}

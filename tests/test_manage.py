@@ -502,3 +502,49 @@ def test_getip_never_returns_an_instance_dropped_in_the_same_pass(occo, tmp_path
     webs = sorted((r for r in records(occo, 'g') if r['node'] == 'web'), key=lambda r: r['created_at'])
     assert (root / webs[-1]['node_id'] / 'db.txt').read_text() == new_db['addresses'][0]
     assert occo.run('occopus-destroy', '-i', 'g').returncode == 0
+
+
+def test_a_stale_maintainer_cannot_touch_a_rebuilt_infrastructure_with_the_same_id(occo, tmp_path):
+    """A maintainer stalled (SIGSTOP) past its lease while the infrastructure is destroyed and
+    built again under the same id: tokens never repeat, so on waking it is refused and exits
+    non-zero, and the new maintainer and the rebuilt infrastructure are untouched."""
+    cfg = write(tmp_path, {'cfg.yaml': 'lease_ttl: 1\n'}) / 'cfg.yaml'
+    write(tmp_path, {'nodes.yaml': "'node_def:web':\n  - resource: {type: dummy, create_time: 2}\n",
+                     'infra.yaml': 'infra_name: st\nuser_id: u\n'
+                                   'nodes: [{name: web, type: web, scaling: {min: 1, max: 5}}]\n'})
+    assert occo.run('occopus-import', tmp_path / 'nodes.yaml').returncode == 0
+    assert occo.run('occopus-build', '--cfg', cfg, '-i', 'st', tmp_path / 'infra.yaml').returncode == 0
+    assert occo.run('occopus-scale', '-i', 'st', '-n', 'web', '-c', '1').returncode == 0
+    lease_key = f'{occo.prefix}{{st}}:lease'
+    stale = occo.popen('occopus-manage', '--cfg', cfg, '-i', 'st', '-c', '-t', '0.5')
+    deadline = time.monotonic() + 20
+    while not (f':{stale.pid}"' in (occo.redis.get(lease_key) or '')
+               and any(r['state'] == 'creating' for r in records(occo, 'st'))):
+        assert time.monotonic() < deadline, 'the maintainer never started creating'
+        time.sleep(0.02)
+    stale.send_signal(signal.SIGSTOP)  # stuck inside its create call, holding the lease
+    try:
+        while occo.redis.exists(lease_key):  # its lease runs out
+            assert time.monotonic() < deadline + 10, 'the stale lease never expired'
+            time.sleep(0.05)
+        assert occo.run('occopus-destroy', '--cfg', cfg, '-i', 'st').returncode == 0
+        rebuilt = occo.run('occopus-build', '--cfg', cfg, '-i', 'st', tmp_path / 'infra.yaml')
+        assert rebuilt.returncode == 0, rebuilt.stderr
+        fresh = occo.popen('occopus-manage', '--cfg', cfg, '-i', 'st', '-c', '-t', '0.5')
+    finally:
+        stale.send_signal(signal.SIGCONT)
+    _, stale_err = stale.communicate(timeout=60)
+    time.sleep(1.5)  # a few passes of the new maintainer after the stale one woke up
+    fresh.send_signal(signal.SIGTERM)
+    _, fresh_err = fresh.communicate(timeout=60)
+    assert stale.returncode == 1, stale_err
+    assert 'lease on infrastructure st' in stale_err.splitlines()[-1], stale_err
+    assert fresh.returncode == 0, fresh_err
+    assert 'lease' not in fresh_err
+    # the rebuilt infrastructure has its declared instance, and nothing of the stale process
+    assert len(occo.dummy_cloud('st')) == 1
+    assert [r['instance_id'] for r in records(occo, 'st')] == list(occo.dummy_cloud('st'))
+    events = occo.redis.xrange(f'{occo.prefix}{{st}}:events')
+    assert not [e for _, e in events if e.get('who', '').endswith(f':{stale.pid}')]
+    assert not occo.redis.hgetall(f'{occo.prefix}{{st}}:backoff')
+    assert occo.run('occopus-destroy', '-i', 'st').returncode == 0

@@ -80,20 +80,20 @@ def print_update_plan(plan: Any, graph: Any) -> None:
     sys.stdout.flush()
 
 
-def print_listing(instances: Dict[str, List[Dict[str, Any]]], *, listips: bool) -> None:
+def print_listing(instances: Dict[str, List[Any]], *, listips: bool) -> None:
     """The original's node/instance/address tree, then (--listips) one `node address` line
     per instance."""
     print('List of nodes/instances/addresses:')
     for node, records in instances.items():
         print(f'{node}:')
-        for record in records:
-            print(f"  {record['node_id']}:")
-            for address in record.get('addresses') or []:
+        for instance in records:
+            print(f'  {instance.node_id}:')
+            for address in instance.addresses:
                 print(f'    {address}')
     if listips:
         for node, records in instances.items():
-            for record in records:
-                print(f"{node} {(record.get('addresses') or [''])[0]}")
+            for instance in records:
+                print(f"{node} {(instance.addresses or [''])[0]}")
 
 
 def print_rendered(nodes: List[Any], form: str) -> None:

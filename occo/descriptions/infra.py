@@ -1,11 +1,12 @@
 """Infrastructure descriptions: loading, schema checks (reference §1, §16.1), typed objects."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from collections.abc import Mapping  # isinstance() against typing.Mapping is several times slower
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
 
 from occo.descriptions.common import label_problem, schema_error
-from occo.descriptions.loader import load_yaml_file, load_yaml_text, locate, to_plain
+from occo.descriptions.loader import gc_paused, load_yaml_file, load_yaml_text, locate, to_plain
 from occo.schema import is_int, join, type_name
 
 TOP_KEYS = ('user_id', 'infra_name', 'nodes', 'dependencies', 'variables')
@@ -59,20 +60,6 @@ class InfraDescription:
     source: Optional[str] = field(default=None, compare=False)
     warnings: List[str] = field(default_factory=list, compare=False)
 
-    def node(self, name: str) -> NodeDescription:
-        return next(n for n in self.nodes if n.name == name)
-
-    def to_json(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> 'InfraDescription':
-        data = dict(data)
-        data['nodes'] = [NodeDescription(**dict(n, scaling=Scaling(**n['scaling'])))
-                         for n in data['nodes']]
-        data['dependencies'] = [Dependency(**d) for d in data['dependencies']]
-        return cls(**data)
-
 
 def load_infra_description(path: str) -> InfraDescription:
     """Load and check the infrastructure description file at ``path``.
@@ -80,12 +67,14 @@ def load_infra_description(path: str) -> InfraDescription:
     :raises YAMLFileError: if the file cannot be read or parsed.
     :raises SchemaError: naming the file, line, node and key, if it breaks the schema.
     """
-    return parse_infra_description(load_yaml_file(path), path)
+    with gc_paused():
+        return parse_infra_description(load_yaml_file(path), path)
 
 
 def parse_infra_description_text(text: str, source: str = '<input>') -> InfraDescription:
     """Like :func:`load_infra_description` for YAML text (e.g. a REST request body)."""
-    return parse_infra_description(load_yaml_text(text, source), source)
+    with gc_paused():
+        return parse_infra_description(load_yaml_text(text, source), source)
 
 
 def parse_infra_description(data: Any, source: Optional[str] = None) -> InfraDescription:

@@ -1,27 +1,34 @@
 """The resource-handler interface shared by every cloud.
 
-A handler creates, watches and drops the resources of node instances.  Like Libcloud's
-drivers, every handler maps its cloud's states onto one small set (:data:`PENDING`,
-:data:`RUNNING`, :data:`FAILED`, :data:`SHUTDOWN`, :data:`UNKNOWN`); no cloud-specific state
-leaks out.  Handlers answer the states of many instances in one call, make ``drop`` idempotent,
-and tag what they create with the infrastructure and node ids so that :meth:`find` can list
-resources whose creation was never recorded (a build killed mid-call).
+A handler creates, watches and drops the resources of node instances, and only speaks its
+cloud's API: the engine bounds every call in time, limits calls per endpoint and retries
+:class:`~occo.errors.TransientCloudError` (see :mod:`occo.calls`).  Like Libcloud's drivers,
+every handler maps its cloud's states onto :class:`~occo.instances.CloudState`; no
+cloud-specific state leaks out.  Handlers answer the states of many instances of one endpoint
+in one call, make ``drop`` idempotent, and tag what they create with the infrastructure and
+node ids so that :meth:`find` can list resources whose creation was never recorded (a build
+killed mid-call).  A handler never sees Redis: an emulated cloud keeps its resources in the
+:class:`~occo.store.CloudRegistry` its context hands out.
 """
 from __future__ import annotations
 
+import json
 import logging
+import threading
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import (Any, Callable, ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence,
+                    Tuple)
 
 from occo.errors import NotImplementedYet
+from occo.instances import CloudState, Instance, ResourceStatus
 from occo.plugins.base import Plugin
 from occo.schema import KeySchema, Problem, expect_number
 
-PENDING = 'pending'
-RUNNING = 'running'
-FAILED = 'failed'
-SHUTDOWN = 'shutdown'
-UNKNOWN = 'unknown'
+PENDING = CloudState.PENDING
+RUNNING = CloudState.RUNNING
+FAILED = CloudState.FAILED
+SHUTDOWN = CloudState.SHUTDOWN
+UNKNOWN = CloudState.UNKNOWN
 
 #: Keys every resource section may carry, whatever its type (our extension).
 COMMON_OPTIONAL = ('create_timeout',)
@@ -33,15 +40,20 @@ def resource_keys(required: Tuple[str, ...] = (), optional: Tuple[str, ...] = ()
     return KeySchema(required=required, optional=optional + COMMON_OPTIONAL)
 
 
+def _no_credentials(section: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    return None
+
+
 @dataclass
 class HandlerContext:
-    """What a handler may use: a Redis client for emulated clouds, settings, credentials."""
+    """What a handler is given: its own section of the configuration (``resources.<type>``),
+    a way to find the credentials of a resource section (``auth_data.yaml``), a logger, and --
+    for emulated clouds -- the registry of their resources by name."""
 
-    redis: Any
-    prefix: str
-    config: Any
-    auth: Any
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    credentials: Callable[[Mapping[str, Any]], Optional[Dict[str, Any]]] = _no_credentials
     log: logging.Logger = field(default_factory=lambda: logging.getLogger('occo.resources'))
+    registry: Optional[Callable[[str], Any]] = None
 
 
 @dataclass
@@ -54,6 +66,8 @@ class CreateRequest:
     node_id: str
     resource: Dict[str, Any]
     context: Any  # occo.plugins.contexts.base.RenderedContext
+    #: set by the engine when it stopped waiting for the call: make nothing more if you can
+    cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -64,29 +78,8 @@ class Created:
     addresses: List[str] = field(default_factory=list)
     private_address: Optional[str] = None
     extra: Dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ResourceStatus:
-    """The state of one resource, in Occopus' words."""
-
-    state: str
-    addresses: List[str] = field(default_factory=list)
-    private_address: Optional[str] = None
-    reason: Optional[str] = None
-
-
-def find_in_registry(redis: Any, key: str, infra_id: str) -> List[Dict[str, Any]]:
-    """The resources of ``infra_id`` in an emulated cloud's Redis hash (resource id -> JSON
-    with ``infra_id``, ``node_id``, ``node``), as :meth:`ResourceHandler.find` returns them."""
-    import json
-    found = []
-    for resource_id, value in redis.hscan_iter(key, count=1000):
-        resource = json.loads(value)
-        if resource.get('infra_id') == infra_id:
-            found.append({'instance_id': resource_id, 'node_id': resource.get('node_id'),
-                          'node': resource.get('node')})
-    return found
+    #: the resource's state as the create call reported it, if it did (saves a first poll)
+    state: Optional[CloudState] = None
 
 
 class ResourceHandler(Plugin):
@@ -104,8 +97,32 @@ class ResourceHandler(Plugin):
     #: True for emulated clouds whose addresses are made up: health checks never contact them.
     fake_addresses: ClassVar[bool] = False
 
+    #: keys of this handler's settings section (``resources: {<type>: {...}}``)
+    settings_keys: ClassVar[KeySchema] = KeySchema()
+
     def __init__(self, ctx: HandlerContext) -> None:
         self.ctx = ctx
+        self._clients: Dict[Tuple[str, str], Any] = {}
+        self._clients_lock = threading.Lock()
+
+    @classmethod
+    def endpoint(cls, resource: Mapping[str, Any]) -> str:
+        """Which endpoint a (rendered) resource section talks to: calls are limited, and
+        states asked, per endpoint."""
+        return str(resource.get('endpoint') or '')
+
+    def client(self, endpoint: str, credentials: Optional[Mapping[str, Any]]) -> Any:
+        """The client for ``endpoint`` with ``credentials``, made once per run by
+        :meth:`make_client` and shared by every call (threads included)."""
+        key = (endpoint, json.dumps(credentials, sort_keys=True, default=str))
+        with self._clients_lock:
+            if key not in self._clients:
+                self._clients[key] = self.make_client(endpoint, credentials)
+            return self._clients[key]
+
+    def make_client(self, endpoint: str, credentials: Optional[Mapping[str, Any]]) -> Any:
+        """A new client of the cloud SDK (handlers that have one override this)."""
+        raise self._not_implemented()
 
     @classmethod
     def describe(cls) -> str:
@@ -137,12 +154,13 @@ class ResourceHandler(Plugin):
         """Create the resource; returns as soon as the cloud has accepted it."""
         raise self._not_implemented()
 
-    def states(self, records: Sequence[Mapping[str, Any]]) -> Dict[str, ResourceStatus]:
-        """The states of many instances (records with ``instance_id``), by node id."""
+    def states(self, instances: Sequence[Instance]) -> Dict[str, ResourceStatus]:
+        """The states of many instances of one endpoint (each with an ``instance_id``), by
+        node id; an instance left out is asked about again later."""
         raise self._not_implemented()
 
-    def drop(self, record: Mapping[str, Any]) -> None:
-        """Destroy the resource of an instance record; dropping what is gone is not an error."""
+    def drop(self, instance: Instance) -> None:
+        """Destroy the resource of an instance; dropping what is gone is not an error."""
         raise self._not_implemented()
 
     def find(self, infra_id: str) -> List[Dict[str, Any]]:

@@ -2,7 +2,8 @@
 
 The embedded backend that lets a new user try Occopus with no cloud.  Each instance gets an
 address from 127.0.0.0/8 (never 127.0.0.1, unique among live instances; or ``address:`` in the
-resource) and a folder of its own (``<local_root>/<infra_id>/<node_id>``).  Its cloud-init user
+resource) and a folder of its own (``<root>/<infra_id>/<node_id>``, where ``root`` is the
+handler's setting ``resources: {local: {root: ...}}``, ``~/.occopus/local`` by default).  Its cloud-init user
 data is applied there: ``write_files`` under the folder (absolute paths mapped inside it) and
 ``runcmd`` run by ``/bin/sh`` in the folder, in a new process group, with ``OCCOPUS_NODE_ROOT``,
 ``OCCOPUS_NODE_IP``, ``OCCOPUS_NODE_ID`` and ``OCCOPUS_INFRA_ID`` set.  Background processes it
@@ -11,14 +12,15 @@ starts keep running, as services on a VM do.  Other cloud-config keys are logged
 State: pending while runcmd runs, running once it has finished (and while the instance
 exists), failed if a runcmd step exits non-zero.  Drop kills every process of the instance
 (found by process group and by the OCCOPUS_NODE_ID in its environment) and removes the folder.
-The registry of instances is the Redis hash ``<prefix>localcloud``.
+The registry of instances is the cloud registry ``local`` (the Redis hash
+``<prefix>localcloud``); an instance whose registry entry is lost (Redis restarted empty) is
+still dropped from what its instance record knows (folder, process group, node id).
 """
 from __future__ import annotations
 
 import base64
 import gzip
 import ipaddress
-import json
 import os
 import random
 import shlex
@@ -30,11 +32,11 @@ import uuid
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from occo.errors import OccoError
+from occo.instances import Instance
 from occo.plugins.resources.base import (
     FAILED, PENDING, RUNNING, SHUTDOWN, CreateRequest, Created, ResourceHandler, ResourceStatus,
-    find_in_registry, resource_keys)
-from occo.schema import Problem, is_template
-from occo.store import localcloud_addresses_key, localcloud_key
+    resource_keys)
+from occo.schema import KeySchema, Problem, is_template
 
 LOOPBACK = ipaddress.ip_network('127.0.0.0/8')
 RESERVED = ipaddress.ip_address('127.0.0.1')
@@ -48,6 +50,8 @@ class LocalHandler(ResourceHandler):
     type = 'local'
     buildable = True
     keys = resource_keys(optional=('address', 'name'))
+    settings_keys = KeySchema(optional=('root',))
+    DEFAULT_ROOT = os.path.join('~', '.occopus', 'local')
 
     @classmethod
     def validate(cls, section: Mapping[str, Any]) -> Iterable[Optional[Problem]]:
@@ -64,9 +68,8 @@ class LocalHandler(ResourceHandler):
 
     def __init__(self, ctx: Any) -> None:
         super().__init__(ctx)
-        self.key = localcloud_key(ctx.prefix)
-        self.addresses_key = localcloud_addresses_key(ctx.prefix)
-        self.root = os.path.abspath(os.path.expanduser(ctx.config.local_root))
+        self.cloud = ctx.registry('local')
+        self.root = os.path.abspath(os.path.expanduser(ctx.settings.get('root') or self.DEFAULT_ROOT))
         self._shells: List[subprocess.Popen] = []  # reaped as they end (no zombies)
 
     # -- create ----------------------------------------------------------------------------
@@ -79,7 +82,7 @@ class LocalHandler(ResourceHandler):
                   'node': request.node, 'address': address, 'root': root, 'pgid': None,
                   'created_at': round(time.time(), 3)}
         # Registered before anything runs, so a killed build never leaves an untraceable instance.
-        self.ctx.redis.hset(self.key, resource_id, json.dumps(record))
+        self.cloud.put(resource_id, record)
         try:
             steps = self._prepare(root, request)
             record['pgid'] = self._start(root, address, request, steps)
@@ -87,18 +90,19 @@ class LocalHandler(ResourceHandler):
             self._remove(resource_id, record)
             raise
         record['state'] = 'started'
-        self.ctx.redis.hset(self.key, resource_id, json.dumps(record))
-        return Created(resource_id, [address], address, {'root': root})
+        self.cloud.put(resource_id, record)
+        return Created(resource_id, [address], address, {'root': root, 'pgid': record['pgid'],
+                                                         'address': address})
 
     def _allocate(self, wanted: Optional[str]) -> str:
         if wanted:
-            if not self.ctx.redis.sadd(self.addresses_key, wanted):
+            if not self.cloud.claim(str(wanted)):
                 raise OccoError(f'address {wanted} is already used by another local instance')
             return str(wanted)
         for _ in range(1000):
             candidate = (f'127.{random.randint(1, 254)}.{random.randint(0, 255)}.'
                          f'{random.randint(1, 254)}')
-            if self.ctx.redis.sadd(self.addresses_key, candidate):
+            if self.cloud.claim(candidate):
                 return candidate
         raise OccoError('no free loopback address found for a local instance')
 
@@ -189,19 +193,16 @@ class LocalHandler(ResourceHandler):
 
     # -- state -----------------------------------------------------------------------------
 
-    def states(self, records: Sequence[Mapping[str, Any]]) -> Dict[str, ResourceStatus]:
+    def states(self, instances: Sequence[Instance]) -> Dict[str, ResourceStatus]:
         self._shells = [p for p in self._shells if p.poll() is None]
-        ids = [r['instance_id'] for r in records]
-        values = self.ctx.redis.hmget(self.key, ids) if ids else []
-        result = {}
-        for record, value in zip(records, values):
-            result[record['node_id']] = self._state(record, json.loads(value) if value else None)
-        return result
+        values = self.cloud.get_many([i.instance_id for i in instances])
+        return {instance.node_id: self._state(instance, local)
+                for instance, local in zip(instances, values)}
 
     @staticmethod
-    def _state(record: Mapping[str, Any], local: Optional[Mapping[str, Any]]) -> ResourceStatus:
+    def _state(instance: Instance, local: Optional[Mapping[str, Any]]) -> ResourceStatus:
         if local is None:
-            return ResourceStatus(SHUTDOWN, reason=f"no local instance {record['instance_id']}")
+            return ResourceStatus(SHUTDOWN, reason=f'no local instance {instance.instance_id}')
         addresses = [local['address']]
         try:
             with open(os.path.join(local['root'], STATUS_FILE), encoding='utf-8') as stream:
@@ -217,11 +218,19 @@ class LocalHandler(ResourceHandler):
 
     # -- drop ------------------------------------------------------------------------------
 
-    def drop(self, record: Mapping[str, Any]) -> None:
-        resource_id = record.get('instance_id')
-        value = self.ctx.redis.hget(self.key, resource_id) if resource_id else None
-        local = json.loads(value) if value else {'node_id': record.get('node_id')}
+    def drop(self, instance: Instance) -> None:
+        resource_id = instance.instance_id
+        local = self.cloud.get(resource_id) if resource_id else None
+        if local is None:  # the registry lost it: what the instance record knows is enough
+            local = {'node_id': instance.node_id, 'root': instance.extra.get('root'),
+                     'pgid': instance.extra.get('pgid'), 'address': instance.extra.get('address')}
+            if local['root'] and not self._inside_root(local['root']):
+                local['root'] = None
         self._remove(resource_id, local)
+
+    def _inside_root(self, path: str) -> bool:
+        path = os.path.abspath(path)
+        return os.path.commonpath([path, self.root]) == self.root and path != self.root
 
     def _remove(self, resource_id: Optional[str], local: Mapping[str, Any]) -> None:
         kill_instance(local.get('pgid'), local.get('node_id'))
@@ -232,15 +241,10 @@ class LocalHandler(ResourceHandler):
                 os.rmdir(parent)  # the infrastructure's folder, once its last instance is gone
             except OSError:
                 pass
-        pipe = self.ctx.redis.pipeline(transaction=False)
-        if local.get('address'):
-            pipe.srem(self.addresses_key, local['address'])
-        if resource_id:
-            pipe.hdel(self.key, resource_id)
-        pipe.execute()
+        self.cloud.delete(resource_id, local.get('address'))
 
     def find(self, infra_id: str) -> List[Dict[str, Any]]:
-        return find_in_registry(self.ctx.redis, self.key, infra_id)
+        return self.cloud.find(infra_id)
 
 
 def _program(step: str) -> str:

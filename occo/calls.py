@@ -1,0 +1,167 @@
+"""Every cloud call bounded in time, limited per endpoint, and retried when the failure may pass.
+
+Handlers only speak their cloud's API; this module is where a slow or failing cloud is made
+safe, once for all of them:
+
+* each call runs in a thread of its own and is waited for until a deadline the engine sets
+  (``create_timeout`` for a whole create, call included; ``call_timeout`` for states, drop and
+  find).  A call that overruns is abandoned: its caller gets :class:`CallTimeout` naming the
+  call and the limit, a create is told through its ``cancelled`` event, and what a create
+  makes after all is handed to ``on_late`` (which drops it) when it finally returns;
+* at most ``endpoint_limit`` calls run against one endpoint at once (an abandoned call still
+  counts: the cloud is still working on it);
+* :class:`TransientCloudError` (and a reset connection or a socket time-out) is retried with
+  exponential backoff and full jitter (tenacity) as long as the deadline allows, each retry
+  told to ``on_retry``; any other error is final at once.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Hashable, Optional, Set
+
+import tenacity
+
+from occo.errors import CallTimeout, TransientCloudError, describe_error
+
+RETRY_FIRST = 0.5   # seconds: the first backoff's upper bound (full jitter)
+RETRY_CAP = 10.0    # seconds: no backoff is longer
+RETRIED = (TransientCloudError, ConnectionError, TimeoutError)
+OnRetry = Callable[[str, str, int, float], None]  # what, reason, attempt, next wait
+
+
+@dataclass
+class _Call:
+    """One call in its own thread: its outcome, or whether its caller stopped waiting."""
+
+    done: threading.Event
+    value: Any = None
+    error: Optional[BaseException] = None
+    abandoned: bool = False
+
+
+class Calls:
+    """Runs cloud calls for one command.
+
+    :param endpoint_limit: calls at once per endpoint key.
+    :param on_retry: told ``(what, reason, attempt, wait)`` before each retry.
+    """
+
+    def __init__(self, *, endpoint_limit: int, on_retry: Optional[OnRetry] = None,
+                 stop: Optional[threading.Event] = None) -> None:
+        self.endpoint_limit = max(1, endpoint_limit)
+        self.on_retry = on_retry
+        self.stop = stop or threading.Event()
+        self._lock = threading.Lock()
+        self._endpoints: Dict[Hashable, threading.BoundedSemaphore] = {}
+        self._abandoned: Set[threading.Thread] = set()
+
+    # -- one attempt -----------------------------------------------------------------------
+
+    def _slot(self, endpoint: Hashable) -> threading.BoundedSemaphore:
+        with self._lock:
+            if endpoint not in self._endpoints:
+                self._endpoints[endpoint] = threading.BoundedSemaphore(self.endpoint_limit)
+            return self._endpoints[endpoint]
+
+    def _attempt(self, what: str, fn: Callable[[], Any], deadline: float, limit: str,
+                 endpoint: Hashable, cancelled: Optional[threading.Event],
+                 on_late: Optional[Callable[[Any], None]]) -> Any:
+        slot = self._slot(endpoint)
+        if not slot.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise CallTimeout(f'{what} could not start within {limit}: the endpoint already '
+                              f'has {self.endpoint_limit} calls under way')
+        call = _Call(threading.Event())
+
+        def run() -> None:
+            try:
+                value = fn()
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                call.error = exc
+            else:
+                call.value = value
+            finally:
+                slot.release()
+                with self._lock:
+                    late = call.abandoned
+                    self._abandoned.discard(thread)
+                call.done.set()
+            if late and call.error is None and on_late is not None:
+                try:
+                    on_late(call.value)
+                except Exception:  # noqa: BLE001 - still tagged: destroy finds it
+                    pass
+
+        thread = threading.Thread(target=run, name='occo-call', daemon=True)
+        thread.start()
+        if not call.done.wait(max(0.0, deadline - time.monotonic())):
+            with self._lock:
+                if not call.done.is_set():
+                    call.abandoned = True
+                    self._abandoned.add(thread)
+            if call.abandoned:
+                if cancelled is not None:
+                    cancelled.set()
+                raise CallTimeout(f'{what} did not return within {limit}; Occopus stopped '
+                                  'waiting for it')
+        if call.error is not None:
+            raise call.error
+        return call.value
+
+    # -- calls with retries ----------------------------------------------------------------
+
+    def call(self, what: str, fn: Callable[[], Any], *, seconds: float, limit: str,
+             endpoint: Hashable = None, retry: bool = True,
+             cancelled: Optional[threading.Event] = None,
+             on_late: Optional[Callable[[Any], None]] = None,
+             on_retry: Optional[OnRetry] = None) -> Any:
+        """``fn()`` within ``seconds`` in all (retries included), named ``what`` in messages
+        (``limit`` says which setting bounds it, e.g. ``create_timeout (3 s)``).
+
+        :raises CallTimeout: if the time ran out.
+        :raises TransientCloudError: if it was still failing when no time was left for
+            another try; any other error of ``fn`` at once.
+        """
+        deadline = time.monotonic() + seconds
+
+        def attempt() -> Any:
+            return self._attempt(what, fn, deadline, limit, endpoint, cancelled, on_late)
+        if not retry:
+            return attempt()
+
+        tell = on_retry or self.on_retry
+
+        def told(state: tenacity.RetryCallState) -> None:
+            if tell is not None and state.outcome is not None:
+                tell(what, describe_error(state.outcome.exception()),
+                              state.attempt_number, state.upcoming_sleep)
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(RETRIED),
+            wait=tenacity.wait_random_exponential(multiplier=RETRY_FIRST, max=RETRY_CAP),
+            stop=tenacity.stop_before_delay(seconds),
+            sleep=self._sleep, before_sleep=told, reraise=True)
+        try:
+            return retrying(attempt)
+        except RETRIED as exc:
+            if isinstance(exc, TransientCloudError):
+                raise
+            raise TransientCloudError(describe_error(exc)) from None
+
+    def _sleep(self, seconds: float) -> None:
+        if self.stop.wait(seconds):
+            raise CallTimeout('stopped while waiting to retry a cloud call')
+
+    def wait_abandoned(self, seconds: float) -> int:
+        """Wait up to ``seconds`` for abandoned calls to return (so that what a late create
+        made is dropped); returns how many are still out."""
+        deadline = time.monotonic() + seconds
+        while True:
+            with self._lock:
+                out = list(self._abandoned)
+            if not out:
+                return 0
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return len(out)
+            out[0].join(min(left, 0.5))

@@ -120,7 +120,11 @@ def profile_build(bench: Bench, infra: str, parallelism: int, top: int) -> None:
     print(f'== cProfile of occopus-build {" ".join(argv)}: {wall:.1f} s under the profiler\n'
           '== main thread (loading, compiling, planning, walking the plan), by cumulative time:',
           file=sys.stderr)
-    pstats.Stats(out + '.main', stream=sys.stderr).strip_dirs().sort_stats('cumulative').print_stats(top)
+    main_thread = pstats.Stats(out + '.main', stream=sys.stderr).strip_dirs().sort_stats('cumulative')
+    main_thread.print_stats(top)
+    print('== of which reading, checking, compiling and storing the description:', file=sys.stderr)
+    main_thread.print_stats(r'\((load_description|load_infra_description|compile|compile_infra|'
+                            r'parse_infra_description|to_json|_levels|_infer_edges)\)')
     print(f'== main thread and its {workers} worker threads together, by own time (time a thread '
           'spends waiting counts too):', file=sys.stderr)
     pstats.Stats(out + '.all', stream=sys.stderr).strip_dirs().sort_stats('tottime').print_stats(top)

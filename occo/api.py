@@ -97,6 +97,7 @@ class DryRun:
 
 
 Warn = Callable[[str], None]
+DESTROYING = 'destroying'
 PlanHook = Callable[[Plan, InfraGraph], None]
 INFRA_ID = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$')
 
@@ -363,6 +364,7 @@ class Occopus:
             state = InfraState.from_store(store.load(infra_id))
             if state is None:
                 raise UnknownInfrastructure(infra_id)
+            self._not_being_destroyed(infra_id)
             old = state.infra
             record = self._record(graph, nodedefs, path, old.get('created_at') or time.time())
             summary = dict(self.store.summary(infra_id), name=graph.infra_name)
@@ -379,7 +381,14 @@ class Occopus:
         """Drop every instance of the infrastructure and forget it; if some cannot be dropped,
         keep their records (and the infrastructure) so that destroy can try again."""
         store, infra_id = executor.store, executor.infra_id
+        # Creates this process gave up on may still return: wait for them (what they made is
+        # dropped as they return), then look for anything of the infrastructure by its tags.
+        out = executor.calls.wait_abandoned(self.config.call_timeout)
         failures = executor.drop_all(_instances(store.instances(infra_id)), everything=True)
+        if out:
+            failures.append(Failure('?', None, f'{out} create call(s) given up on had not returned '
+                                    f'after {self.config.call_timeout:g} s; what they make is '
+                                    'found by its tags'))
         if failures:
             store.set_infra_state(infra_id, 'destroy_failed', self.store.summary(infra_id),
                                   reason=str(failures[0]))
@@ -404,8 +413,17 @@ class Occopus:
             instances = store.instances(infra_id)
             executor = self._executor(store, graph, nodedefs, parallelize, parallelism, report)
             with uninterruptible(report):
+                # From here on no pass may build it up again, even if this destroy dies.
+                store.set_infra_state(infra_id, DESTROYING, self.store.summary(infra_id), quiet=True)
                 self._tear_down(executor, report)
         return len(instances)
+
+    def _not_being_destroyed(self, infra_id: str) -> None:
+        """:raises OccoError: if a destroy of the infrastructure began (and failed or died):
+        building it up again would undo what it dropped."""
+        if self.store.summary(infra_id).get('state') in (DESTROYING, 'destroy_failed'):
+            raise OccoError(f'infrastructure {infra_id} is being destroyed (a destroy began and '
+                            f'did not finish): run occopus-destroy -i {infra_id} to finish it')
 
     def _known(self, infra_id: str) -> Dict[str, Any]:
         record = self.store.infra(infra_id)
@@ -451,6 +469,7 @@ class Occopus:
             state = InfraState.from_store(store.load(infra_id))
             if state is None:
                 raise UnknownInfrastructure(infra_id)
+            self._not_being_destroyed(infra_id)
             graph, nodedefs = self._stored_graph(state.infra)
             result = self._pass(store, graph, nodedefs, state, parallelize=parallelize,
                                 parallelism=parallelism, stop=stop, report=report)

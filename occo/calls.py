@@ -16,10 +16,11 @@ safe, once for all of them:
 """
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Hashable, Optional, Set
+from typing import Any, Callable, Dict, Hashable, List, Optional, Set
 
 import tenacity
 
@@ -28,7 +29,66 @@ from occo.errors import CallTimeout, TransientCloudError, describe_error
 RETRY_FIRST = 0.5   # seconds: the first backoff's upper bound (full jitter)
 RETRY_CAP = 10.0    # seconds: no backoff is longer
 RETRIED = (TransientCloudError, ConnectionError, TimeoutError)
+ABANDON_CHECK = 0.1  # seconds between looks at whether the command gave its calls up
 OnRetry = Callable[[str, str, int, float], None]  # what, reason, attempt, next wait
+
+
+class _Worker:
+    """One reusable daemon thread and the queue it takes work from."""
+
+    def __init__(self) -> None:
+        self.inbox: 'queue.SimpleQueue[Callable[[threading.Thread], None]]' = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self.serve, name='occo-call', daemon=True)
+        self.pool: Optional['_Threads'] = None
+
+    def serve(self) -> None:
+        assert self.pool is not None
+        while True:
+            try:
+                work = self.inbox.get(timeout=self.pool.IDLE)
+            except queue.Empty:
+                if self.pool.retire(self):
+                    return
+                work = self.inbox.get()  # handed work just as it timed out
+            work(self.thread)
+            self.pool.rest(self)
+
+
+class _Threads:
+    """Daemon threads that run one call at a time and are reused (starting a thread per call
+    costs more than many a call).  A call that never returns keeps its thread, which the
+    process does not wait for at exit; a new thread is started whenever none is idle."""
+
+    IDLE = 30.0  # seconds an idle thread waits for work before it ends
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: List[_Worker] = []
+
+    def run(self, work: Callable[[threading.Thread], None]) -> threading.Thread:
+        """Run ``work(thread)`` on an idle thread or a new one; returns the thread."""
+        with self._lock:
+            worker = self._idle.pop() if self._idle else None
+        if worker is None:
+            worker = _Worker()
+            worker.pool = self
+            worker.inbox.put(work)
+            worker.thread.start()
+        else:
+            worker.inbox.put(work)
+        return worker.thread
+
+    def rest(self, worker: _Worker) -> None:
+        with self._lock:
+            self._idle.append(worker)
+
+    def retire(self, worker: _Worker) -> bool:
+        """True if an idle ``worker`` may end (it was not handed work meanwhile)."""
+        with self._lock:
+            if worker in self._idle:
+                self._idle.remove(worker)
+                return True
+            return False
 
 
 @dataclass
@@ -56,6 +116,8 @@ class Calls:
         self._lock = threading.Lock()
         self._endpoints: Dict[Hashable, threading.BoundedSemaphore] = {}
         self._abandoned: Set[threading.Thread] = set()
+        self._threads = _Threads()
+        self._generation = 0  # abandon_all() moves it on: calls started before are given up
 
     # -- one attempt -----------------------------------------------------------------------
 
@@ -73,8 +135,9 @@ class Calls:
             raise CallTimeout(f'{what} could not start within {limit}: the endpoint already '
                               f'has {self.endpoint_limit} calls under way')
         call = _Call(threading.Event())
+        generation = self._generation
 
-        def run() -> None:
+        def run(thread: threading.Thread) -> None:
             try:
                 value = fn()
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
@@ -93,9 +156,13 @@ class Calls:
                 except Exception:  # noqa: BLE001 - still tagged: destroy finds it
                     pass
 
-        thread = threading.Thread(target=run, name='occo-call', daemon=True)
-        thread.start()
-        if not call.done.wait(max(0.0, deadline - time.monotonic())):
+        thread = self._threads.run(run)
+        given_up = False
+        while not call.done.wait(max(0.0, min(deadline - time.monotonic(), ABANDON_CHECK))):
+            given_up = self._generation != generation
+            if given_up or time.monotonic() >= deadline:
+                break
+        if not call.done.is_set():
             with self._lock:
                 if not call.done.is_set():
                     call.abandoned = True
@@ -103,6 +170,8 @@ class Calls:
             if call.abandoned:
                 if cancelled is not None:
                     cancelled.set()
+                if given_up:
+                    raise CallTimeout(f'{what} was given up: the command is stopping')
                 raise CallTimeout(f'{what} did not return within {limit}; Occopus stopped '
                                   'waiting for it')
         if call.error is not None:
@@ -129,6 +198,16 @@ class Calls:
             return self._attempt(what, fn, deadline, limit, endpoint, cancelled, on_late)
         if not retry:
             return attempt()
+        try:
+            return attempt()  # the usual case: no retry machinery at all
+        except RETRIED as exc:
+            first: BaseException = exc
+        pending = [first]
+
+        def again() -> Any:  # the retry loop sees the first attempt fail, then tries again
+            if pending:
+                raise pending.pop()
+            return attempt()
 
         tell = on_retry or self.on_retry
 
@@ -142,7 +221,7 @@ class Calls:
             stop=tenacity.stop_before_delay(seconds),
             sleep=self._sleep, before_sleep=told, reraise=True)
         try:
-            return retrying(attempt)
+            return retrying(again)
         except RETRIED as exc:
             if isinstance(exc, TransientCloudError):
                 raise
@@ -151,6 +230,12 @@ class Calls:
     def _sleep(self, seconds: float) -> None:
         if self.stop.wait(seconds):
             raise CallTimeout('stopped while waiting to retry a cloud call')
+
+    def abandon_all(self) -> None:
+        """Stop waiting for every call under way (an interrupted command): creates are told
+        through their ``cancelled`` event, and what they make after all goes to ``on_late``."""
+        with self._lock:
+            self._generation += 1
 
     def wait_abandoned(self, seconds: float) -> int:
         """Wait up to ``seconds`` for abandoned calls to return (so that what a late create

@@ -11,8 +11,9 @@ never by scanning all nodes or all edges for each node.
 """
 from __future__ import annotations
 
+import copy
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from occo import templates
@@ -92,7 +93,9 @@ class InfraGraph:
         return {'inbound': dict(inbound.get(name, {})), 'outbound': dict(outbound.get(name, {}))}
 
     def to_json(self) -> Dict[str, Any]:
-        return asdict(self)
+        """What :func:`dataclasses.asdict` gives, faster on a big graph."""
+        with gc_paused():
+            return _plain(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> 'InfraGraph':
@@ -101,6 +104,30 @@ class InfraGraph:
                          for name, n in data['nodes'].items()}
         data['edges'] = [Edge(**e) for e in data['edges']]
         return cls(**data)
+
+
+_LEAVES = (str, int, float, bool, type(None))
+_FIELDS: Dict[type, Tuple[str, ...]] = {}
+
+
+def _plain(value: Any) -> Any:
+    """A deep copy of ``value`` with dataclasses turned into dicts, like ``asdict``, without the
+    generic checks and ``copy.deepcopy`` that ``asdict`` spends on every single value."""
+    cls = value.__class__
+    if cls in _LEAVES:
+        return value
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_plain(item) for item in value)
+    if is_dataclass(value):
+        names = _FIELDS.get(cls)
+        if names is None:
+            names = _FIELDS[cls] = tuple(f.name for f in fields(value))
+        return {name: _plain(getattr(value, name)) for name in names}
+    return copy.deepcopy(value)
 
 
 def merge_variables(base: Mapping[str, Any], override: Mapping[str, Any]) -> Dict[str, Any]:

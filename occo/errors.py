@@ -119,11 +119,13 @@ class TemplateError(OccoError):
 class BuildError(OccoError):
     """Node instances could not be created or made ready (each failure names its node)."""
 
-    def __init__(self, failures: list, note: str = '') -> None:
+    def __init__(self, failures: list, note: str = '', ready: list = ()) -> None:
         first = failures[0]
         more = f' (and {len(failures) - 1} more failure(s))' if len(failures) > 1 else ''
         super().__init__(f'{first}{more}' + (f'; {note}' if note else ''))
         self.failures = failures
+        #: what did become ready meanwhile (a pass keeps it)
+        self.ready = list(ready)
 
 
 class TeardownError(OccoError):

@@ -30,7 +30,7 @@ import signal
 import threading
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -109,6 +109,56 @@ def uninterruptible(report: Report) -> Iterator[None]:
 
 def seconds(value: float) -> str:
     return f'{value:g} s'
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+@dataclass
+class _Batch:
+    records: List[Dict[str, Any]] = field(default_factory=list)
+    removed: List[str] = field(default_factory=list)
+    events: List[Mapping[str, str]] = field(default_factory=list)
+    done: bool = False
+    error: Optional[BaseException] = None
+
+
+class GroupWriter:
+    """Writes to one infrastructure from many threads, coalesced: a writer that finds a
+    write under way queues its part for the next round trip, which one of the waiting writers
+    makes for all of them.  Each writer returns once its own part is stored (or raises the
+    error of the round trip that carried it), so crash safety is that of a write per
+    instance at the cost of a write per batch."""
+
+    def __init__(self, store: Any, infra_id: str) -> None:
+        self.store, self.infra_id = store, infra_id
+        self._cond = threading.Condition()
+        self._open = _Batch()
+        self._busy = False
+
+    def write(self, records: Sequence[Dict[str, Any]] = (), removed: Sequence[str] = (),
+              events: Sequence[Mapping[str, str]] = ()) -> None:
+        with self._cond:
+            batch = self._open
+            batch.records += records
+            batch.removed += removed
+            batch.events += events
+            while not batch.done and self._busy:
+                self._cond.wait()
+            if not batch.done:  # lead: write this batch (and what joined it) in one go
+                self._busy, self._open = True, _Batch()
+                try:
+                    self._cond.release()
+                    try:
+                        self.store.write(self.infra_id, records=batch.records,
+                                         removed=batch.removed, events=batch.events)
+                    finally:
+                        self._cond.acquire()
+                except BaseException as exc:  # noqa: BLE001 - every writer of the batch hears it
+                    batch.error = exc
+                batch.done, self._busy = True, False
+                self._cond.notify_all()
+        if batch.error is not None:
+            raise batch.error
 
 
 # -- waiting for instances to become ready ----------------------------------------------------
@@ -197,8 +247,7 @@ class Monitor:
         groups: Dict[Tuple[int, str], List[_Waiter]] = {}
         for waiter in due:
             groups.setdefault((id(waiter.handler), waiter.endpoint), []).append(waiter)
-        for group in groups.values():
-            statuses = self.executor.states(group[0].handler, [w.instance for w in group])
+        for group, statuses in zip(groups.values(), self._ask(list(groups.values()))):
             for waiter in group:
                 status = statuses.get(waiter.instance.node_id)
                 if isinstance(status, ResourceStatus):
@@ -228,6 +277,15 @@ class Monitor:
             if waiter.instance.node_id in done:
                 self._settle(waiter, None if judgement.verdict == Verdict.READY
                              else NotReady(judgement.reason or 'it failed'))
+
+    def _ask(self, groups: List[List[_Waiter]]) -> List[Dict[str, Any]]:
+        """The states of each group (one cloud and endpoint), asked at the same time so that
+        one slow endpoint does not hold back the others."""
+        def ask(group: List[_Waiter]) -> Dict[str, Any]:
+            return self.executor.states(group[0].handler, [w.instance for w in group])
+        if len(groups) <= 1:
+            return [ask(group) for group in groups]
+        return list(self._health.map(ask, groups))
 
     def _judge(self, waiter: _Waiter, state: Optional[CloudState], now: float,
                status: Optional[ResourceStatus] = None, health: Optional[Health] = None
@@ -260,12 +318,13 @@ class Monitor:
     def _settle(self, waiter: _Waiter, exc: Optional[BaseException]) -> None:
         with self._cond:
             self._waiters.pop(waiter.instance.node_id, None)
-        if waiter.future.done():
-            return
-        if exc is None:
-            waiter.future.set_result(waiter.instance)
-        else:
-            waiter.future.set_exception(exc)
+        try:
+            if exc is None:
+                waiter.future.set_result(waiter.instance)
+            else:
+                waiter.future.set_exception(exc)
+        except InvalidStateError:
+            pass  # the walker gave up on it (its deadline) meanwhile
 
     def _tell(self, waiter: _Waiter, now: float) -> None:
         """Say why an instance is still not ready: when the reason changes (at most every
@@ -313,6 +372,7 @@ class Executor:
         self.create_timeout = config.create_timeout
         self.call_timeout = config.call_timeout
         self.calls = Calls(endpoint_limit=config.endpoint_parallelism)
+        self.writer = GroupWriter(self.store, self.infra_id)
         #: what the clouds made in this run and was not dropped since (node id -> instance):
         #: torn down from here when the store cannot be trusted any more
         self.journal: Dict[str, Instance] = {}
@@ -381,16 +441,28 @@ class Executor:
                                         fail_fast=fail_fast)
         monitor = Monitor(self)
         pool = ThreadPoolExecutor(self.parallelism, thread_name_prefix='occo-create')
+        self._booting: set = set()  # sequential mode: vertices whose call returned
+        self._halted = threading.Event()
+
+        def halt() -> None:  # stopping: instances still booting need not be waited for
+            self._halted.set()
+            for vertex in list(self._booting):
+                walker.release(vertex)
         try:
             result = walker.walk(lambda batch: self._visit(walk, walker, monitor, pool, batch),
-                                 stop)
+                                 stop, on_halt=halt)
+        except BaseException:
+            self.calls.abandon_all()  # interrupted: stop waiting for the calls under way
+            raise
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)  # bounded: every call has a deadline
-            monitor.stop()
+            with uninterruptible(self.report):  # a second Ctrl+C must not skip this
+                pool.shutdown(wait=True, cancel_futures=True)  # bounded: calls have deadlines
+                monitor.stop()
         failures = self._failures(walk, result, skipped=not fail_fast)
+        ready = [walk.instances[v] for v in walk.order if v in result.done and v[0] != 'n']
         if failures:
-            raise BuildError(failures)
-        return [walk.instances[v] for v in walk.order if v in result.done and v[0] != 'n']
+            raise BuildError(failures, ready=ready)
+        return ready
 
     def _create_walk(self, creates: Sequence[Any], watch: Sequence[Instance]) -> _Walk:
         """Vertices: one per create action and per watched instance, plus one per node that
@@ -424,17 +496,15 @@ class Executor:
 
     def _visit(self, walk: _Walk, walker: Walker, monitor: Monitor, pool: ThreadPoolExecutor,
                batch: Sequence[Vertex]) -> List['Future[Any]']:
-        """Start the vertices of ``batch``: creates are recorded (state ``creating``, one
-        round trip for the batch) before any cloud is asked, then run on the pool."""
-        creating = {v: self._creating(self._actions[v].node) for v in batch if v[0] == 'c'}
-        if creating:
-            walk.instances.update(creating)
-            self.store.put_instances(self.infra_id, [i.to_json() for i in creating.values()])
+        """Start the vertices of ``batch``: creates run on the pool (each is recorded, state
+        ``creating``, before its cloud is asked); watched instances go to the monitor."""
+        walk.instances.update({v: self._creating(self._actions[v].node) for v in batch if v[0] == 'c'})
         futures: List['Future[Any]'] = []
         for vertex in batch:
             if vertex[0] == 'n':
                 futures.append(_done(None))
             elif vertex[0] == 'w':
+                self._booting.add(vertex)
                 if self.parallel:
                     walker.release(vertex)  # waiting holds no slot
                 futures.append(monitor.watch(walk.instances[vertex]))
@@ -449,12 +519,16 @@ class Executor:
 
         def work() -> None:
             try:
+                # Recorded before any cloud is asked: a build killed from here on leaves a
+                # record that destroy follows to the resource, by its tags.
+                self.writer.write([instance.to_json()])
                 created = self._create(instance)
             except BaseException as exc:  # noqa: BLE001 - the walker reports it
                 outcome.set_exception(exc)
                 return
             finally:
-                if self.parallel:
+                self._booting.add(vertex)
+                if self.parallel or self._halted.is_set():
                     walker.release(vertex)  # the call is over: booting holds no slot
             if created is not None:  # ready at once
                 outcome.set_result(created)
@@ -469,9 +543,12 @@ class Executor:
         implementation is chosen (filter, then random) and its cloud known."""
         index = self.resolver.choose(node)
         resource = self.resolver.implementation(node, index).resource
+        known = {'type': resource['type']}
+        if isinstance(resource.get('create_timeout'), (int, float)):  # the walker's deadline
+            known['create_timeout'] = resource['create_timeout']
         return Instance(node_id=str(uuid.uuid4()), node=node, infra_id=self.infra_id,
                         state=State.CREATING, implementation=index,
-                        resource_type=resource['type'], resource={'type': resource['type']},
+                        resource_type=resource['type'], resource=known,
                         created_at=round(time.time(), 3))
 
     def _create(self, instance: Instance) -> Optional[Instance]:
@@ -518,7 +595,7 @@ class Executor:
             if ready is not None:
                 self.finish([(instance, Judgement(Verdict.READY))], events)
             else:
-                self.store.put_instances(self.infra_id, [instance.to_json()], events)
+                self.writer.write([instance.to_json()], events=events)
         except BaseException:
             # Not recorded (the lease was lost, Redis went away...): never leave it untraceable.
             self._forget_created(handler, instance)
@@ -563,7 +640,7 @@ class Executor:
                 told.append(event('node_failed', instance.node, instance.node_id, judgement.reason))
             records.append(instance.to_json())
         if records or told:
-            self.store.put_instances(self.infra_id, records, told)
+            self.writer.write(records, events=told)
         for instance, judgement in judged:
             if judgement.verdict == Verdict.READY:
                 self.resolver.addresses.add(instance.node, Address(
@@ -626,15 +703,16 @@ class Executor:
         walker: Walker[Vertex] = Walker(walk.order, walk.depends_on, limit=self.parallelism,
                                         deadline=lambda v: None if v[0] == 'n' else
                                         self.call_timeout + GRACE, skip_dependents=False)
-        gone: List[Instance] = []
-        lock = threading.Lock()
+        gone = _Gone(self.writer)
         with ThreadPoolExecutor(self.parallelism, thread_name_prefix='occo-drop') as pool:
             def visit(batch: Sequence[Vertex]) -> List['Future[Any]']:
-                self._forget_dropped(gone, lock)
-                return [_done(None) if v[0] == 'n' else
-                        pool.submit(self._drop, walk.instances[v], gone, lock) for v in batch]
-            result = walker.walk(visit)
-        self._forget_dropped(gone, lock)
+                gone.flush(due_only=True)
+                return [_done(None) if v[0] == 'n' else pool.submit(self._drop, walk.instances[v], gone)
+                        for v in batch]
+            try:
+                result = walker.walk(visit)
+            finally:
+                gone.flush()
         failures = []
         for vertex, exc in result.failed.items():
             instance = walk.instances[vertex]
@@ -664,22 +742,11 @@ class Executor:
             walk.depends_on[('n', node)] = vertices
         return walk
 
-    def _forget_dropped(self, gone: List[Instance], lock: threading.Lock) -> None:
-        """Remove the records of dropped instances (one round trip for all so far)."""
-        with lock:
-            batch, gone[:] = list(gone), []
-        if not batch:
-            return
-        self.store.remove_instances(
-            self.infra_id, [i.node_id for i in batch if not i.untracked],
-            [event('node_dropped', i.node, i.node_id) for i in batch])
-
-    def _drop(self, instance: Instance, gone: List[Instance], lock: threading.Lock) -> None:
+    def _drop(self, instance: Instance, gone: '_Gone') -> None:
         self._check_lease()
         self.drop_resource(instance)
         self.resolver.addresses.remove(instance.node_id)
-        with lock:
-            gone.append(instance)
+        gone.add(instance)
         what = instance.instance_id or 'nothing created yet'
         self.report(f'{instance.short}: dropped ({what})')
 
@@ -758,6 +825,35 @@ class Executor:
                 failures.append(Failure(instance.node, instance.node_id,
                                         f'could not be dropped: {describe_error(exc)}'))
         return failures
+
+
+class _Gone:
+    """Records of dropped instances, forgotten in batches (at most every FLUSH_EVERY seconds
+    or FLUSH_SIZE instances while a teardown goes on, and at its end): a record that outlives
+    its resource only makes a later destroy drop it again, which is harmless."""
+
+    FLUSH_EVERY = 0.25
+    FLUSH_SIZE = 500
+
+    def __init__(self, writer: GroupWriter) -> None:
+        self.writer = writer
+        self._lock = threading.Lock()
+        self._pending: List[Instance] = []
+        self._last = time.monotonic()
+
+    def add(self, instance: Instance) -> None:
+        with self._lock:
+            self._pending.append(instance)
+
+    def flush(self, due_only: bool = False) -> None:
+        with self._lock:
+            if due_only and len(self._pending) < self.FLUSH_SIZE and \
+                    time.monotonic() - self._last < self.FLUSH_EVERY:
+                return
+            batch, self._pending, self._last = self._pending, [], time.monotonic()
+        if batch:
+            self.writer.write(removed=[i.node_id for i in batch if not i.untracked],
+                              events=[event('node_dropped', i.node, i.node_id) for i in batch])
 
 
 def _done(value: Any) -> 'Future[Any]':

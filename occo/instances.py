@@ -93,8 +93,7 @@ class Instance:
     def from_json(cls, data: Mapping[str, Any]) -> 'Instance':
         """An instance from its stored form; unknown keys are ignored, a missing or unknown
         state counts as ``creating``."""
-        known = {f.name for f in fields(cls)} - {'untracked', 'state'}
-        values = {k: v for k, v in data.items() if k in known and v is not None}
+        values = {k: v for k, v in data.items() if k in _STORED and v is not None}
         try:
             state = State(data.get('state'))
         except ValueError:
@@ -136,6 +135,9 @@ class InfraState:
                    instances={k: Instance.from_json(v) for k, v in raw['instances'].items()},
                    targets=dict(raw['targets']), requests=list(raw['requests']),
                    failtimes=dict(raw['failtimes']), backoff=dict(raw['backoff']))
+
+
+_STORED = frozenset(f.name for f in fields(Instance)) - {'untracked', 'state'}
 
 
 class Verdict(enum.Enum):

@@ -196,11 +196,13 @@ def run_pass(executor: Executor, state: InfraState, resources: Mapping[str, Any]
         dropped = {d.node_id for d in plan.drops}
         becoming = [i for node in alive_by_node(current, seen.verdicts).values() for i in node
                     if i.state != State.READY and i.instance_id and i.node_id not in dropped]
-        result.ready, failures = _create(executor, plan, stop, becoming)
+        ready, failures = _create(executor, plan, stop, becoming)
+        result.ready = len(ready)
         result.created = executor.created
         result.failures += failures
-        _backoff(store, infra_id, plan, failures, state.backoff, retry_backoff, report)
-    elif state.backoff and not held:
+        _backoff(store, infra_id, {i.node for i in ready}, failures, state.backoff,
+                 retry_backoff, report)
+    elif not plan.creates and state.backoff and not held:  # every node is at its target
         store.write(infra_id, backoff_cleared=list(state.backoff))
     missing = sum(n.target - n.existing for n in plan.nodes) - result.ready
     result.state = 'ready' if not result.failures and missing <= 0 else 'degraded'
@@ -208,27 +210,28 @@ def run_pass(executor: Executor, state: InfraState, resources: Mapping[str, Any]
 
 
 def _create(executor: Executor, plan: Plan, stop: Optional[threading.Event],
-            becoming: List[Instance]) -> Tuple[int, List[Failure]]:
+            becoming: List[Instance]) -> Tuple[List[Instance], List[Failure]]:
     """Create what the plan says (dependents also wait for the instances still ``becoming``
-    ready); failed instances are dropped at once.  Returns how many new ones became ready."""
+    ready); failed instances are dropped at once.  Returns the new instances that became
+    ready, and the failures."""
     old = {b.node_id for b in becoming}
     try:
         ready = executor.create_all(plan.creates, fail_fast=False, stop=stop, watch=becoming)
-        return len([i for i in ready if i.node_id not in old]), []
+        return [i for i in ready if i.node_id not in old], []
     except BuildError as exc:
-        failures = exc.failures
+        failures, ready = exc.failures, exc.ready
     failed_ids = {f.node_id for f in failures if f.node_id}
     leftovers = {node_id: Instance.from_json(record) for node_id, record in executor.store.instances(
         executor.infra_id).items() if node_id in failed_ids}
     if leftovers:
         executor.drop_all(leftovers)
-    return len(plan.creates) - len(failures), failures
+    return [i for i in ready if i.node_id not in old], failures
 
 
-def _backoff(store: Any, infra_id: str, plan: Plan, failures: List[Failure],
+def _backoff(store: Any, infra_id: str, succeeded: set, failures: List[Failure],
              backoff: Mapping[str, Mapping[str, Any]], base: float, report: Report) -> None:
-    """Count failed creates per node in a row and set their next try; clear nodes that
-    succeeded."""
+    """Count failed creates per node in a row and set their next try; clear nodes an
+    instance of which was just made ready."""
     now = time.time()
     failed = {f.node for f in failures if f.node_id}  # not those that waited for a failed one
     entries, events = {}, []
@@ -239,6 +242,5 @@ def _backoff(store: Any, infra_id: str, plan: Plan, failures: List[Failure],
         reason = f'{count} create(s) failed in a row; next try in {delay:.0f} s'
         events.append(event('node_backoff', node, reason=reason))
         report(f'{node}: {reason}')
-    created = {action.node for action in plan.creates} - failed
-    cleared = [node for node in created if node in backoff]
+    cleared = [node for node in succeeded - failed if node in backoff]
     store.write(infra_id, backoff=entries, backoff_cleared=cleared, events=events)

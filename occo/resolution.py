@@ -66,18 +66,21 @@ class AddressBook:
 
     def __init__(self, node_order: Sequence[str]) -> None:
         self._order = list(node_order)
-        self._nodes: Dict[str, List[Address]] = {}
+        self._nodes: Dict[str, Dict[str, Address]] = {}  # node -> node id -> address, in order
+        self._node_of: Dict[str, str] = {}
         self._lock = threading.Lock()
         self.warn: Callable[[str], None] = lambda message: None
 
     def add(self, node: str, address: Address) -> None:
         with self._lock:
-            self._nodes.setdefault(node, []).append(address)
+            self._nodes.setdefault(node, {})[address.node_id] = address
+            self._node_of[address.node_id] = node
 
     def remove(self, node_id: str) -> None:
         with self._lock:
-            for entries in self._nodes.values():
-                entries[:] = [a for a in entries if a.node_id != node_id]
+            node = self._node_of.pop(node_id, None)
+            if node is not None:
+                self._nodes[node].pop(node_id, None)
 
     def _instances(self, helper: str, name: Any) -> List[Address]:
         with self._lock:
@@ -89,7 +92,8 @@ class AddressBook:
                 self.warn(f"{helper}() was called without a node name (an undefined variable?); "
                           f"using node '{first}', as the original did")
                 name = first
-            found = [a for a in self._nodes.get(str(name), []) if a.addresses or a.private_address]
+            found = [a for a in self._nodes.get(str(name), {}).values()
+                     if a.addresses or a.private_address]
         if not found:
             raise TemplateError(f"{helper}('{name}'): node '{name}' has no instance with an address "
                                 '(it must be built first: is a dependency on it missing?)')

@@ -322,6 +322,18 @@ class _Hold:
 T = TypeVar('T')
 
 
+def _replay(first: BaseException, fn: Callable[[], T]) -> Callable[[], T]:
+    """``fn`` for a retry loop whose first attempt already happened and raised ``first``:
+    the loop sees that attempt fail, then tries ``fn`` itself."""
+    pending = [first]
+
+    def attempt() -> T:
+        if pending:
+            raise pending.pop()
+        return fn()
+    return attempt
+
+
 class Store:
     """Occopus' records in one Redis database.
 
@@ -430,7 +442,12 @@ class Store:
             wait=tenacity.wait_random_exponential(multiplier=RETRY_FIRST_WAIT, max=RETRY_MAX_WAIT),
             sleep=interrupt.wait if interrupt is not None else time.sleep)
         try:
-            result = retrying(fn)
+            try:
+                result = fn()  # the usual case: no tenacity machinery at all
+            except redis.RedisError as first:
+                if not _transient(first):
+                    raise
+                result = retrying(_replay(first, fn))
         except redis.RedisError as exc:
             if not _transient(exc):
                 self.answered.set()

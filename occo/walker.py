@@ -85,10 +85,12 @@ class Walker(Generic[V]):
                 self._holding.discard(vertex)
                 self._cond.notify_all()
 
-    def walk(self, visit: Visit, stop: Optional[threading.Event] = None) -> WalkResult[V]:
+    def walk(self, visit: Visit, stop: Optional[threading.Event] = None,
+             on_halt: Optional[Callable[[], None]] = None) -> WalkResult[V]:
         """Visit every vertex; ``visit(batch)`` starts the vertices of ``batch`` (all ready
-        now) and returns one future per vertex.  With ``stop`` set, nothing more is started
-        and the walk returns once no visit holds a slot."""
+        now) and returns one future per vertex.  With ``stop`` set (or after a failure, with
+        ``fail_fast``), nothing more is started, ``on_halt()`` is called once (to release
+        slots that need not be waited for), and the walk returns once no visit holds a slot."""
         result: WalkResult[V] = WalkResult()
         ready: List[Tuple[int, V]] = [(self.order[v], v) for v, n in self.waits.items() if n == 0]
         heapq.heapify(ready)
@@ -97,8 +99,12 @@ class Walker(Generic[V]):
         closed: Set[V] = set()  # done, failed or skipped
         halted = False
         while True:
-            halted = halted or bool(stop is not None and stop.is_set()) or (
-                self.fail_fast and bool(result.failed))
+            halting = not halted and (bool(stop is not None and stop.is_set()) or (
+                self.fail_fast and bool(result.failed)))
+            if halting:
+                halted = True
+                if on_halt is not None:
+                    on_halt()
             with self._cond:
                 if halted and not self._holding:
                     break
@@ -134,7 +140,7 @@ class Walker(Generic[V]):
             now = time.monotonic()
             while deadlines and deadlines[0][0] <= now:
                 _, _, vertex = heapq.heappop(deadlines)
-                if vertex in running:
+                if vertex in running and not running[vertex].done():  # done: seen next round
                     future = running.pop(vertex)
                     future.cancel()
                     self.release(vertex)
@@ -170,9 +176,7 @@ class Walker(Generic[V]):
         while todo:
             vertex = todo.popleft()
             if vertex in closed:
-                if vertex in result.skipped and failed not in result.skipped[vertex]:
-                    result.skipped[vertex] += (failed,)
-                continue
+                continue  # skipped already (it names the first failure it waited for)
             closed.add(vertex)
             result.skipped[vertex] = (failed,)
             todo.extend(self.dependents[vertex])

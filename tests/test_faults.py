@@ -102,6 +102,12 @@ def test_destroy_reports_what_it_could_not_drop_and_a_rerun_finishes_the_job(occ
     assert list(occo.dummy_cloud('stubborn')) == [locked_id]
     kept = [json.loads(v) for v in occo.redis.hvals(f'{occo.prefix}{{stubborn}}:instances')]
     assert [r['node'] for r in kept] == ['a']
+    managed = occo.run('occopus-manage', '-i', 'stubborn')  # must not build b up again
+    assert managed.returncode == 1
+    assert managed.stderr.splitlines()[-1] == (
+        'occopus-manage: error: infrastructure stubborn is being destroyed (a destroy began and '
+        'did not finish): run occopus-destroy -i stubborn to finish it')
+    assert list(occo.dummy_cloud('stubborn')) == [locked_id]
 
     occo.redis.hset(cloud_key, locked_id, json.dumps(dict(resource, state='running')))
     again = occo.run('occopus-destroy', '-i', 'stubborn')
@@ -128,3 +134,33 @@ def test_a_handler_gets_its_own_settings_section(occo, tmp_path):
         f'occopus-build: error: {wrong}: resources.local: unknown setting(s) rot (resource type '
         'local takes root)')
     assert_gone(occo, 'wrong')
+
+
+def test_a_second_signal_during_the_rollback_of_a_parallel_build_leaves_nothing(occo, tmp_path):
+    import signal
+    import time
+    import_ok(occo, nodes_file(tmp_path, fast={'drop_time': 2}, slow={'create_time': 5}))
+    infra = infra_file(tmp_path, [('a', 'fast'), ('b', 'slow')])
+    build = occo.popen('occopus-build', '--parallelize', '-i', 'twice', infra)
+    instances = f'{occo.prefix}{{twice}}:instances'
+    deadline = time.monotonic() + 20
+    while not any(json.loads(v)['state'] == 'ready' for v in occo.redis.hvals(instances)):
+        assert time.monotonic() < deadline, 'a never became ready'
+        time.sleep(0.02)
+    build.send_signal(signal.SIGTERM)  # b's create call is under way
+    time.sleep(0.3)
+    build.send_signal(signal.SIGTERM)  # again, while the first one is being handled
+    _, err = build.communicate(timeout=60)
+    assert build.returncode == 130, err
+    assert 'interrupting now would leave resources behind' in err
+    assert_gone(occo, 'twice')
+
+
+def test_the_walker_gives_a_node_its_own_create_timeout(occo, tmp_path):
+    # the configured default is far shorter than the node's own limit and its boot time
+    config = write(tmp_path, {'cfg.yaml': 'create_timeout: 1\ncall_timeout: 0.5\n'}) / 'cfg.yaml'
+    import_ok(occo, nodes_file(tmp_path, patient={'boot_time': 7.5, 'create_timeout': 30}))
+    infra = infra_file(tmp_path, [('p', 'patient')])
+    result = occo.run('occopus-build', '--cfg', config, '-i', 'patient', infra)
+    built_id(result)
+    assert occo.run('occopus-destroy', '-i', 'patient').returncode == 0

@@ -19,7 +19,8 @@ nodes parses in a fraction of a second instead of seconds); our constructors, re
 checks run on its nodes exactly as on the pure-Python parser's.  libyaml words its syntax errors
 differently, so whenever the C parser fails the text is parsed again with the pure-Python parser,
 whose error (or, should it accept the text, whose result) is what the user gets: errors read the
-same with or without libyaml.
+same with or without libyaml.  Text with a tab goes to the pure-Python parser directly, as libyaml
+accepts tabs where it does not.
 """
 from __future__ import annotations
 

@@ -164,17 +164,19 @@ class LocalHandler(ResourceHandler):
                  f'# runcmd of node {request.node}, instance {request.node_id} (written by Occopus)',
                  'cd "$OCCOPUS_NODE_ROOT" || exit 1',
                  f'status={shlex.quote(status)}',
+                 # the status file is replaced whole, never seen half-written
+                 'say() { echo "$1" > "$status.new" && mv -f "$status.new" "$status"; }',
                  'step() {',
                  '    /bin/sh -c "$3"; rc=$?',
                  '    if [ $rc -ne 0 ]; then',
-                 '        echo "runcmd step $1 ($2) exited with $rc" > "$status"; exit $rc',
+                 '        say "runcmd step $1 ($2) exited with $rc"; exit $rc',
                  '    fi',
                  '}']
         # A failure names the step and its program, not the whole command: a rendered command
         # may hold a password.
         lines += [f'step {number} {shlex.quote(_program(step))} {shlex.quote(step)}'
                   for number, step in enumerate(steps, 1)]
-        lines.append(f'echo {RUNNING} > "$status"')
+        lines.append(f'say {RUNNING.value}')
         script = os.path.join(root, '.occopus', 'runcmd.sh')
         with open(script, 'w', encoding='utf-8') as stream:
             stream.write('\n'.join(lines) + '\n')
@@ -212,7 +214,7 @@ class LocalHandler(ResourceHandler):
                                   f"the folder of the instance is gone ({local['root']})")
         if status == RUNNING:
             return ResourceStatus(RUNNING, addresses, local['address'])
-        if status == PENDING:
+        if status in (PENDING, ''):  # '' : written by an older release, between truncate and write
             return ResourceStatus(PENDING, addresses, local['address'])
         return ResourceStatus(FAILED, addresses, local['address'], status)
 

@@ -24,13 +24,11 @@ the lease is gone.
 """
 from __future__ import annotations
 
-import heapq
-import math
 import signal
 import threading
 import time
 import uuid
-from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -44,14 +42,10 @@ from occo.plugins.resources.base import CreateRequest, Created
 from occo.resolution import Address, Resolver
 from occo.runtime import Runtime
 from occo.store import event
+from occo.monitor import Monitor, NotReady
 from occo.walker import VertexTimeout, Walker
+from occo.writer import DroppedRecords, GroupWriter
 
-MIN_POLL = 0.1
-MAX_POLL = 10.0
-POLL_GRID = 0.05
-HEALTH_POOL = 32
-TELL_CHANGED = 5.0
-TELL_SAME = 30.0
 GRACE = 5.0  # seconds past a vertex's own limits before the walker gives up on it
 Report = Callable[[str], None]
 
@@ -70,23 +64,6 @@ class Failure:
         if reason.startswith(f"node '{self.node}': "):
             reason = reason[len(f"node '{self.node}': "):]
         return f"node '{self.node}'{instance}: {reason}"
-
-
-class NotReady(OccoError):
-    """An instance failed, timed out or vanished before it was ready."""
-
-
-def poll_interval(waited: float) -> float:
-    """How long to wait before the next look: an eighth of the time waited so far (so an
-    instance is seen ready well within a fifth of its wait), 0.1 s to 10 s."""
-    return min(MAX_POLL, max(MIN_POLL, waited / 8))
-
-
-def next_poll(now: float, started: float) -> float:
-    """When to look again at an instance waited for since ``started`` (wall clock): after
-    :func:`poll_interval`, rounded up to a 50 ms grid so that instances started at nearly the
-    same time are asked about in the same batch."""
-    return math.ceil((now + poll_interval(now - started)) / POLL_GRID) * POLL_GRID
 
 
 @contextmanager
@@ -109,231 +86,6 @@ def uninterruptible(report: Report) -> Iterator[None]:
 
 def seconds(value: float) -> str:
     return f'{value:g} s'
-
-
-# -- writing ---------------------------------------------------------------------------------
-
-@dataclass
-class _Batch:
-    records: List[Dict[str, Any]] = field(default_factory=list)
-    removed: List[str] = field(default_factory=list)
-    events: List[Mapping[str, str]] = field(default_factory=list)
-    done: bool = False
-    error: Optional[BaseException] = None
-
-
-class GroupWriter:
-    """Writes to one infrastructure from many threads, coalesced: a writer that finds a
-    write under way queues its part for the next round trip, which one of the waiting writers
-    makes for all of them.  Each writer returns once its own part is stored (or raises the
-    error of the round trip that carried it), so crash safety is that of a write per
-    instance at the cost of a write per batch."""
-
-    def __init__(self, store: Any, infra_id: str) -> None:
-        self.store, self.infra_id = store, infra_id
-        self._cond = threading.Condition()
-        self._open = _Batch()
-        self._busy = False
-
-    def write(self, records: Sequence[Dict[str, Any]] = (), removed: Sequence[str] = (),
-              events: Sequence[Mapping[str, str]] = ()) -> None:
-        with self._cond:
-            batch = self._open
-            batch.records += records
-            batch.removed += removed
-            batch.events += events
-            while not batch.done and self._busy:
-                self._cond.wait()
-            if not batch.done:  # lead: write this batch (and what joined it) in one go
-                self._busy, self._open = True, _Batch()
-                try:
-                    self._cond.release()
-                    try:
-                        self.store.write(self.infra_id, records=batch.records,
-                                         removed=batch.removed, events=batch.events)
-                    finally:
-                        self._cond.acquire()
-                except BaseException as exc:  # noqa: BLE001 - every writer of the batch hears it
-                    batch.error = exc
-                batch.done, self._busy = True, False
-                self._cond.notify_all()
-        if batch.error is not None:
-            raise batch.error
-
-
-# -- waiting for instances to become ready ----------------------------------------------------
-
-@dataclass
-class _Waiter:
-    """An instance whose resource was created, watched until it is ready."""
-
-    instance: Instance
-    future: 'Future[Instance]'
-    handler: Any
-    endpoint: str
-    timeout: float
-    next_poll: float = 0.0
-    health: Optional[Health] = None
-    checking: bool = False
-    last_reason: str = 'the resource is still pending'
-    told: str = ''
-    told_at: float = 0.0
-
-
-class Monitor:
-    """Watches created instances until each is ready, failed or timed out, and settles the
-    future the walker waits on.  One thread; cloud calls batched per (cloud, endpoint)."""
-
-    def __init__(self, executor: 'Executor') -> None:
-        self.executor = executor
-        self._cond = threading.Condition()
-        self._waiters: Dict[str, _Waiter] = {}
-        self._due: List[Tuple[float, str]] = []  # (next poll, node id) heap
-        self._checked: List[Tuple[_Waiter, Health]] = []
-        self._stopped = False
-        self._health = ThreadPoolExecutor(HEALTH_POOL, thread_name_prefix='occo-health')
-        self._thread = threading.Thread(target=self._run, name='occo-monitor', daemon=True)
-        self._thread.start()
-
-    def watch(self, instance: Instance) -> 'Future[Instance]':
-        """Wait for ``instance`` (created, with a resource id) to become ready."""
-        handler = self.executor.runtime.handler(instance.resource_type)
-        waiter = _Waiter(instance, Future(), handler, handler.endpoint(instance.resource),
-                         create_timeout(instance, self.executor.create_timeout))
-        with self._cond:
-            self._waiters[instance.node_id] = waiter
-            heapq.heappush(self._due, (0.0, instance.node_id))
-            self._cond.notify()
-        return waiter.future
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._cond.notify()
-        self._thread.join()
-        self._health.shutdown(wait=False, cancel_futures=True)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._stopped and not self._checked and not (
-                        self._due and self._due[0][0] <= time.time()):
-                    wait = self._due[0][0] - time.time() if self._due else None
-                    self._cond.wait(None if wait is None else min(max(wait, 0.0), MAX_POLL))
-                if self._stopped:
-                    return
-                now = time.time()
-                due = []
-                while self._due and self._due[0][0] <= now:
-                    _, node_id = heapq.heappop(self._due)
-                    waiter = self._waiters.get(node_id)
-                    if waiter is not None and not waiter.checking:
-                        due.append(waiter)
-                checked, self._checked = self._checked, []
-            try:
-                self._look(due, checked)
-            except BaseException as exc:  # noqa: BLE001 - the store failed: so did they
-                for waiter in due + [w for w, _ in checked]:
-                    self._settle(waiter, exc)
-
-    def _look(self, due: List[_Waiter], checked: List[Tuple[_Waiter, Health]]) -> None:
-        """Ask the clouds about ``due`` instances (one call per cloud and endpoint), judge
-        them and those whose health checks just ended, and write what changed at once."""
-        now = time.time()
-        judged: List[Tuple[_Waiter, Judgement]] = []
-        for waiter, outcome in checked:
-            waiter.checking, waiter.health = False, outcome
-            judged.append((waiter, self._judge(waiter, CloudState.RUNNING, now, health=outcome)))
-        groups: Dict[Tuple[int, str], List[_Waiter]] = {}
-        for waiter in due:
-            groups.setdefault((id(waiter.handler), waiter.endpoint), []).append(waiter)
-        for group, statuses in zip(groups.values(), self._ask(list(groups.values()))):
-            for waiter in group:
-                status = statuses.get(waiter.instance.node_id)
-                if isinstance(status, ResourceStatus):
-                    if status.addresses:
-                        waiter.instance.addresses = list(status.addresses)
-                    if status.private_address:
-                        waiter.instance.private_address = status.private_address
-                    judged.append((waiter, self._judge(waiter, status.state, now, status)))
-                else:  # not asked this time (status: why), or left out
-                    judgement = self._judge(waiter, None, now)
-                    if status and judgement.verdict == Verdict.PENDING:
-                        judgement = Judgement(Verdict.PENDING, status)
-                    judged.append((waiter, judgement))
-        done = self.executor.finish([(w.instance, j) for w, j in judged if
-                                     j.verdict not in (Verdict.PENDING, Verdict.CHECK)])
-        for waiter, judgement in judged:
-            if judgement.verdict == Verdict.CHECK:
-                self._check(waiter)
-            elif judgement.verdict == Verdict.PENDING:
-                waiter.last_reason = judgement.reason or waiter.last_reason
-                self._tell(waiter, now)
-                with self._cond:
-                    limit = waiter.instance.created_at + waiter.timeout + 0.01
-                    heapq.heappush(self._due, (min(next_poll(now, waiter.instance.created_at),
-                                                   limit), waiter.instance.node_id))
-        for waiter, judgement in judged:
-            if waiter.instance.node_id in done:
-                self._settle(waiter, None if judgement.verdict == Verdict.READY
-                             else NotReady(judgement.reason or 'it failed'))
-
-    def _ask(self, groups: List[List[_Waiter]]) -> List[Dict[str, Any]]:
-        """The states of each group (one cloud and endpoint), asked at the same time so that
-        one slow endpoint does not hold back the others."""
-        def ask(group: List[_Waiter]) -> Dict[str, Any]:
-            return self.executor.states(group[0].handler, [w.instance for w in group])
-        if len(groups) <= 1:
-            return [ask(group) for group in groups]
-        return list(self._health.map(ask, groups))
-
-    def _judge(self, waiter: _Waiter, state: Optional[CloudState], now: float,
-               status: Optional[ResourceStatus] = None, health: Optional[Health] = None
-               ) -> Judgement:
-        """Judge a waiter from a fresh cloud ``state`` (health checks then run again) or from
-        the ``health`` checks that just ended."""
-        instance = waiter.instance
-        if status is None and state is not None:
-            status = ResourceStatus(state, list(instance.addresses), instance.private_address)
-        runtime = self.executor.runtime
-        cm_type = (instance.config_management or {}).get('type', 'dummy')
-        configured = status is not None and status.state == CloudState.RUNNING and \
-            runtime.config_manager(cm_type).ready(instance)
-        return judge(instance, status, configured=configured,
-                     wants_health=self.executor.wants_health(instance, waiter.handler),
-                     health=health,
-                     timeout=waiter.timeout, now=now)
-
-    def _check(self, waiter: _Waiter) -> None:
-        waiter.checking = True
-        since = waiter.health.failing_since if waiter.health else None
-
-        def run() -> None:
-            outcome = self.executor.check_health(waiter.instance, since)
-            with self._cond:
-                self._checked.append((waiter, outcome))
-                self._cond.notify()
-        self._health.submit(run)
-
-    def _settle(self, waiter: _Waiter, exc: Optional[BaseException]) -> None:
-        with self._cond:
-            self._waiters.pop(waiter.instance.node_id, None)
-        try:
-            if exc is None:
-                waiter.future.set_result(waiter.instance)
-            else:
-                waiter.future.set_exception(exc)
-        except InvalidStateError:
-            pass  # the walker gave up on it (its deadline) meanwhile
-
-    def _tell(self, waiter: _Waiter, now: float) -> None:
-        """Say why an instance is still not ready: when the reason changes (at most every
-        TELL_CHANGED seconds) and every TELL_SAME seconds if it does not."""
-        since = now - (waiter.told_at or waiter.instance.created_at)
-        if (waiter.last_reason != waiter.told and since >= TELL_CHANGED) or since >= TELL_SAME:
-            self.executor.report(f'{waiter.instance.short}: still waiting after '
-                                 f'{now - waiter.instance.created_at:.0f} s: {waiter.last_reason}')
-            waiter.told, waiter.told_at = waiter.last_reason, now
 
 
 # -- the executor --------------------------------------------------------------------------
@@ -703,7 +455,7 @@ class Executor:
         walker: Walker[Vertex] = Walker(walk.order, walk.depends_on, limit=self.parallelism,
                                         deadline=lambda v: None if v[0] == 'n' else
                                         self.call_timeout + GRACE, skip_dependents=False)
-        gone = _Gone(self.writer)
+        gone = DroppedRecords(self.writer)
         with ThreadPoolExecutor(self.parallelism, thread_name_prefix='occo-drop') as pool:
             def visit(batch: Sequence[Vertex]) -> List['Future[Any]']:
                 gone.flush(due_only=True)
@@ -742,7 +494,7 @@ class Executor:
             walk.depends_on[('n', node)] = vertices
         return walk
 
-    def _drop(self, instance: Instance, gone: '_Gone') -> None:
+    def _drop(self, instance: Instance, gone: DroppedRecords) -> None:
         self._check_lease()
         self.drop_resource(instance)
         self.resolver.addresses.remove(instance.node_id)
@@ -827,35 +579,6 @@ class Executor:
         return failures
 
 
-class _Gone:
-    """Records of dropped instances, forgotten in batches (at most every FLUSH_EVERY seconds
-    or FLUSH_SIZE instances while a teardown goes on, and at its end): a record that outlives
-    its resource only makes a later destroy drop it again, which is harmless."""
-
-    FLUSH_EVERY = 0.25
-    FLUSH_SIZE = 500
-
-    def __init__(self, writer: GroupWriter) -> None:
-        self.writer = writer
-        self._lock = threading.Lock()
-        self._pending: List[Instance] = []
-        self._last = time.monotonic()
-
-    def add(self, instance: Instance) -> None:
-        with self._lock:
-            self._pending.append(instance)
-
-    def flush(self, due_only: bool = False) -> None:
-        with self._lock:
-            if due_only and len(self._pending) < self.FLUSH_SIZE and \
-                    time.monotonic() - self._last < self.FLUSH_EVERY:
-                return
-            batch, self._pending, self._last = self._pending, [], time.monotonic()
-        if batch:
-            self.writer.write(removed=[i.node_id for i in batch if not i.untracked],
-                              events=[event('node_dropped', i.node, i.node_id) for i in batch])
-
-
 def _done(value: Any) -> 'Future[Any]':
     future: 'Future[Any]' = Future()
     future.set_result(value)
@@ -872,4 +595,4 @@ def _chain(source: 'Future[Any]', target: 'Future[Any]') -> None:
         target.set_exception(exc)
 
 
-__all__ = ['BuildError', 'Executor', 'Failure', 'poll_interval', 'uninterruptible']
+__all__ = ['BuildError', 'Executor', 'Failure', 'uninterruptible']

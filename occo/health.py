@@ -12,7 +12,7 @@ MYSQLDB_KEYS = ('name', 'user', 'pass')
 DEFAULT_TIMEOUT = 600
 
 if TYPE_CHECKING:
-    from occo.instances import Instance
+    from occo.instances import Health, Instance
 
 
 def _check_list(section: Mapping[str, Any], key: str) -> Optional[Problem]:

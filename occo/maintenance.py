@@ -24,7 +24,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from occo import health
 from occo.errors import BuildError
 from occo.executor import Executor, Failure
 from occo.instances import (CloudState, Health, InfraState, Instance, Judgement, ResourceStatus, State,

@@ -8,12 +8,13 @@ names a config manager adds (``puppet``), and the helpers ``getip``, ``getprivip
 """
 from __future__ import annotations
 
+import json
 import random
 import shlex
 import subprocess
 import threading
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from occo import plugins, templates
 from occo.errors import TemplateError
@@ -31,18 +32,21 @@ def cut(text: Any, start: Any = None, end: Any = None) -> str:
 
 def template_context(*, infra_id: str, infra_name: str, user_id: str, node: Any, node_id: str,
                      implementation: Any, mappings: Mapping[str, Any],
-                     helpers: Mapping[str, Callable[..., Any]]) -> Dict[str, Any]:
+                     helpers: Mapping[str, Callable[..., Any]],
+                     sections: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """The names a template of ``node`` (a compiled graph node) can use.
 
-    Node-description keys come first, then the implementation's sections, then the fixed names
-    and ``helpers``, so that a section can never shadow ``infra_id`` or ``getip``.
+    Node-description keys come first, then the implementation's sections (``sections``: a
+    private copy of them, if the caller has one), then the fixed names and ``helpers``, so
+    that a section can never shadow ``infra_id`` or ``getip``.
     """
     context: Dict[str, Any] = {
         'type': node.type, 'scaling': asdict(node.scaling), 'filter': node.filter,
         'variables': node.variables, 'mappings': mappings,
     }
-    context.update({section: value for section, value in asdict(implementation).items()
-                    if value is not None})
+    if sections is None:
+        sections = asdict(implementation)
+    context.update({section: value for section, value in sections.items() if value is not None})
     context.update(infra_id=infra_id, infra_name=infra_name, user_id=user_id, name=node.name,
                    node_id=node_id, cut=cut)
     context.update(helpers)
@@ -168,10 +172,23 @@ class Resolver:
         self.addresses = addresses
         self.cmd = make_cmd(allow_cmd)
         self.rng = rng or random.Random()
+        self._snapshots: Dict[int, Tuple[Any, Optional[str]]] = {}
 
     def helpers(self) -> Dict[str, Callable[..., Any]]:
         return {'getip': self.addresses.getip, 'getprivip': self.addresses.getprivip,
                 'getipall': self.addresses.getipall, 'cmd': self.cmd}
+
+    def _sections(self, impl: Any) -> Dict[str, Any]:
+        """A fresh copy of an implementation's sections for one render (a template may
+        change what it is given); copied from JSON made once, which is faster than asdict."""
+        key = id(impl)
+        if key not in self._snapshots:
+            try:
+                self._snapshots[key] = (impl, json.dumps(asdict(impl)))
+            except (TypeError, ValueError):  # not plain JSON data: copy it the slow way
+                self._snapshots[key] = (impl, None)
+        text = self._snapshots[key][1]
+        return asdict(impl) if text is None else json.loads(text)
 
     def choose(self, node: str) -> int:
         """A random implementation among those the node's filter keeps."""
@@ -192,7 +209,8 @@ class Resolver:
         context = template_context(
             infra_id=self.graph.infra_id, infra_name=self.graph.infra_name,
             user_id=self.graph.user_id, node=graph_node, node_id=node_id, implementation=impl,
-            mappings=self.graph.mappings(node), helpers=self.helpers())
+            mappings=self.graph.mappings(node), helpers=self.helpers(),
+            sections=self._sections(impl))
 
         def renderer(section: str) -> Callable[..., str]:
             def render(text: str, what: str, extra: Optional[Mapping[str, Any]] = None,

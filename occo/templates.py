@@ -53,6 +53,8 @@ def render(text: str, context: Mapping[str, Any], *, what: str = 'template',
     :raises TemplateError: naming ``what`` and the template line, for a syntax error, a
         sandbox violation or any error raised while rendering.
     """
+    if '{' not in text and '\r' not in text:  # no delimiter: Jinja would give it back as is
+        return text if keep_trailing_newline or not text.endswith('\n') else text[:-1]
     import jinja2
     from jinja2.sandbox import SecurityError
     try:

@@ -23,7 +23,7 @@ from occo.errors import (BuildError, DescriptionError, LeaseHeld, LeaseLost, Not
                          OccoError, StoreError, TeardownError, UnknownInfrastructure, UsageError,
                          describe_error)
 from occo.executor import Executor, Failure, uninterruptible
-from occo.instances import InfraState, Instance, State
+from occo.instances import InfraState, InfraStatus, Instance, State
 from occo.leases import held
 from occo.maintenance import PassResult, observe, run_pass
 from occo.planner import DOWN, SET, UP, Plan, make_plan, plan_from_state
@@ -97,7 +97,6 @@ class DryRun:
 
 
 Warn = Callable[[str], None]
-DESTROYING = 'destroying'
 PlanHook = Callable[[Plan, InfraGraph], None]
 INFRA_ID = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$')
 
@@ -277,7 +276,7 @@ class Occopus:
         check_buildable(graph, nodedefs)
         now = round(time.time(), 3)
         summary = {'name': graph.infra_name, 'namespace': self.config.namespace,
-                   'user_id': graph.user_id, 'created_at': now, 'state': 'building'}
+                   'user_id': graph.user_id, 'created_at': now, 'state': InfraStatus.BUILDING.value}
         targets = {name: node.scaling.min for name, node in graph.nodes.items()}
         plan = make_plan(graph, resources_of(graph, nodedefs))
         with held(self.store, graph.infra_id, self.config.lease_ttl) as store:
@@ -288,7 +287,7 @@ class Occopus:
             try:
                 report(f'Submitted infrastructure: {graph.infra_id}')
                 executor.create_all(plan.creates)
-                store.set_infra_state(graph.infra_id, 'ready', dict(summary, **counts(plan)))
+                store.set_infra_state(graph.infra_id, InfraStatus.READY, dict(summary, **counts(plan)))
                 return BuildResult(graph, group_instances(graph, store.instances(graph.infra_id)))
             except BaseException as exc:
                 with uninterruptible(report):
@@ -390,7 +389,7 @@ class Occopus:
                                     f'after {self.config.call_timeout:g} s; what they make is '
                                     'found by its tags'))
         if failures:
-            store.set_infra_state(infra_id, 'destroy_failed', self.store.summary(infra_id),
+            store.set_infra_state(infra_id, InfraStatus.DESTROY_FAILED, self.store.summary(infra_id),
                                   reason=str(failures[0]))
             raise TeardownError(_teardown_message(infra_id, failures))
         store.delete_infra(infra_id)
@@ -414,14 +413,15 @@ class Occopus:
             executor = self._executor(store, graph, nodedefs, parallelize, parallelism, report)
             with uninterruptible(report):
                 # From here on no pass may build it up again, even if this destroy dies.
-                store.set_infra_state(infra_id, DESTROYING, self.store.summary(infra_id), quiet=True)
+                store.set_infra_state(infra_id, InfraStatus.DESTROYING, self.store.summary(infra_id),
+                                      quiet=True)
                 self._tear_down(executor, report)
         return len(instances)
 
     def _not_being_destroyed(self, infra_id: str) -> None:
         """:raises OccoError: if a destroy of the infrastructure began (and failed or died):
         building it up again would undo what it dropped."""
-        if self.store.summary(infra_id).get('state') in (DESTROYING, 'destroy_failed'):
+        if self.store.summary(infra_id).get('state') in (InfraStatus.DESTROYING, InfraStatus.DESTROY_FAILED):
             raise OccoError(f'infrastructure {infra_id} is being destroyed (a destroy began and '
                             f'did not finish): run occopus-destroy -i {infra_id} to finish it')
 
@@ -571,7 +571,7 @@ class Occopus:
             for record in instances[infra_id].values():
                 entry = nodes.setdefault(record.get('node', '?'), {'ready': 0, 'total': 0})
                 entry['total'] += 1
-                entry['ready'] += record.get('state') == 'ready'
+                entry['ready'] += record.get('state') == State.READY
             result.append(dict(summary, infra_id=infra_id, nodes=dict(sorted(nodes.items()))))
         return result
 
@@ -604,7 +604,7 @@ class Occopus:
             result[name] = {
                 'instances': {i.node_id: {
                     'resource_address': _address(i),
-                    'state': 'failed' if i.node_id in verdicts else i.public_state()}
+                    'state': State.FAILED.value if i.node_id in verdicts else i.public_state()}
                     for i in records},
                 'scaling': {'actual': len(records), 'target': scaling.targets.get(name, 0),
                             'min': node.scaling.min if node else 0,

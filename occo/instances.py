@@ -26,6 +26,19 @@ class State(str, enum.Enum):
         return self.value
 
 
+class InfraStatus(str, enum.Enum):
+    """The state of a whole infrastructure, in its registry entry."""
+
+    BUILDING = 'building'
+    READY = 'ready'                # every node at its target, every instance ready
+    DEGRADED = 'degraded'          # some instances missing or failing; passes keep at it
+    DESTROYING = 'destroying'      # a destroy began: nothing may build it up again
+    DESTROY_FAILED = 'destroy_failed'
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class CloudState(str, enum.Enum):
     """What a cloud says of a resource, mapped by each handler onto these (as Libcloud's
     ``NodeState``): no cloud-specific state leaks out of a handler."""

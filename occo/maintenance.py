@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from occo.errors import BuildError
 from occo.executor import Executor, Failure
-from occo.instances import (CloudState, Health, InfraState, Instance, Judgement, ResourceStatus, State,
+from occo.instances import (CloudState, Health, InfraState, InfraStatus, Instance, Judgement, ResourceStatus, State,
                             Verdict, create_timeout, judge)
 from occo.planner import Plan, alive_by_node, plan_from_state
 from occo.store import event
@@ -57,7 +57,7 @@ class PassResult:
     dropped: int = 0
     failures: List[Failure] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
-    state: str = 'ready'
+    state: InfraStatus = InfraStatus.READY
 
 
 def observe(executor: Executor, instances: Mapping[str, Instance],
@@ -204,7 +204,7 @@ def run_pass(executor: Executor, state: InfraState, resources: Mapping[str, Any]
     elif not plan.creates and state.backoff and not held:  # every node is at its target
         store.write(infra_id, backoff_cleared=list(state.backoff))
     missing = sum(n.target - n.existing for n in plan.nodes) - result.ready
-    result.state = 'ready' if not result.failures and missing <= 0 else 'degraded'
+    result.state = InfraStatus.READY if not result.failures and missing <= 0 else InfraStatus.DEGRADED
     return result
 
 

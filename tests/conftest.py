@@ -1,7 +1,8 @@
 """Test fixtures: a real redis-server, isolated key prefixes, and running the commands.
 
-The session starts a private ``redis-server`` on a free loopback port, unless
-``OCCOPUS_TEST_REDIS_URL`` names one (``.ci/run`` and ``python -m occo.localredis`` do).  Each
+The session starts a private ``redis-server`` on a free loopback port (one per pytest-xdist
+worker), unless it runs in one process and ``OCCOPUS_TEST_REDIS_URL`` names one
+(``python -m occo.localredis`` does).  Each
 test gets its own key prefix and deletes only the keys under it: nothing is ever flushed.
 Commands run as subprocesses with ``HOME`` pointing at the test's temporary folder, so the
 user's own ``~/.occopus`` files are never read.
@@ -35,8 +36,11 @@ USER = 'occotest'
 
 @pytest.fixture(scope='session')
 def redis_url() -> Iterator[str]:
+    """The Redis of this test process.  Tests that compare the whole database before and
+    after a command need it to themselves, so each pytest-xdist worker starts a private one
+    even where ``OCCOPUS_TEST_REDIS_URL`` names a shared one."""
     url = os.environ.get('OCCOPUS_TEST_REDIS_URL')
-    if url:
+    if url and not os.environ.get('PYTEST_XDIST_WORKER'):
         yield url
         return
     with RedisServer() as server:

@@ -272,3 +272,25 @@ def test_calls_per_endpoint_are_limited():
         list(pool.map(lambda e: calls.call('c', lambda: work(e), seconds=30, limit='x',
                                            endpoint=e), ['e1', 'e2'] * 6))
     assert most == {'e1': 2, 'e2': 2}
+
+
+def test_a_handler_makes_one_client_per_endpoint_and_credentials_for_the_whole_run():
+    from occo.plugins.resources.base import HandlerContext, ResourceHandler
+
+    class Counting(ResourceHandler):
+        type = 'counting'
+        made = []
+
+        def make_client(self, endpoint, credentials):
+            self.made.append((endpoint, dict(credentials or {})))
+            return object()
+    handler = Counting(HandlerContext())
+    with ThreadPoolExecutor(8) as pool:
+        clients = list(pool.map(lambda _: handler.client('https://a', {'key': 'k1'}), range(32)))
+    assert len({id(c) for c in clients}) == 1
+    assert handler.client('https://a', {'key': 'k2'}) is not clients[0]
+    assert handler.client('https://b', {'key': 'k1'}) is not clients[0]
+    assert handler.client('https://a', {'key': 'k1'}) is clients[0]
+    assert Counting.made == [('https://a', {'key': 'k1'}), ('https://a', {'key': 'k2'}),
+                             ('https://b', {'key': 'k1'})]
+    assert Counting.endpoint({'type': 'counting', 'endpoint': 'https://a'}) == 'https://a'

@@ -10,7 +10,11 @@ if [ -z "${OCCOPUS_REDIS_URL:-}" ] && [ -z "${OCCOPUS_CONFIG_PATH:-}" ] \
     exec python -m occo.localredis -- "$0" "$@"
 fi
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+if [ -t 1 ]; then  # bold headings on a terminal only: no escape codes in logs and pipes
+    step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+else
+    step() { printf '\n== %s\n' "$*"; }
+fi
 infra="$here/webapp/infra-webapp.yaml"
 out="$(mktemp)"
 trap 'rm -f "$out"' EXIT

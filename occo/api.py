@@ -12,9 +12,9 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from occo import plugins
+from occo import advice, plugins
 from occo.compiler import InfraGraph, compile_infra
 from occo.config import AuthData, Config
 from occo.descriptions.infra import InfraDescription, load_infra_description
@@ -26,7 +26,7 @@ from occo.executor import Executor, Failure, uninterruptible
 from occo.instances import InfraState, InfraStatus, Instance, State
 from occo.leases import held
 from occo.maintenance import PassResult, observe, run_pass
-from occo.planner import DOWN, SET, UP, Plan, make_plan, plan_from_state
+from occo.planner import DOWN, SET, UP, CreateNode, Plan, make_plan, node_specs, plan_from_state
 from occo.resolution import Address, AddressBook, Resolver
 from occo.runtime import Runtime, check_settings
 from occo.store import WHO, Store, event
@@ -156,7 +156,7 @@ class Occopus:
 
         Nothing is stored if any definition is wrong.
         """
-        definitions = load_node_definitions(path)
+        definitions = load_node_definitions(path, max_size=self.config.limits.file_size)
         self.store.put_node_definitions(
             self.config.namespace, {name: d.to_json() for name, d in definitions.items()})
         return ImportResult(names=list(definitions), namespace=self.config.namespace, source=path)
@@ -178,14 +178,15 @@ class Occopus:
         if len(nodedefs) < len(types):  # the compiler names the node; list what is imported
             known = self.store.node_definition_types(self.config.namespace)
         graph = compile_infra(desc, nodedefs, infra_id=infra_id,
-                              user_id=desc.user_id or self.config.namespace, known_types=known)
+                              user_id=desc.user_id or self.config.namespace, known_types=known,
+                              namespace=self.config.namespace)
         for message in graph.warnings:
             self.warn(message)
         return graph, nodedefs
 
     def load_description(self, path: str) -> InfraDescription:
         """Load and check the infrastructure description at ``path`` (warnings are reported)."""
-        desc = load_infra_description(path)
+        desc = load_infra_description(path, limits=self.config.limits)
         for message in desc.warnings:
             self.warn(message)
         return desc
@@ -198,6 +199,8 @@ class Occopus:
         if infra_id is not None:
             check_infra_id(infra_id)
         graph, nodedefs = self.compile(self.load_description(path), infra_id)
+        for message in advice.placeholders(graph, nodedefs) + advice.undefined_names(graph, nodedefs):
+            self.warn(message)
         state = InfraState.from_store(self.store.load(graph.infra_id)) if infra_id else None
         if state is None:
             return DryRun(graph=graph, plan=make_plan(graph, resources_of(graph, nodedefs)))
@@ -205,7 +208,8 @@ class Occopus:
         verdicts = {k: i.error or 'it failed' for k, i in state.instances.items()
                     if i.state == State.FAILED}
         plan, scaling = plan_from_state(graph, resources_of(graph, nodedefs), state.instances,
-                                        state.targets, state.requests, verdicts=verdicts)
+                                        state.targets, state.requests, verdicts=verdicts,
+                                        specs=specs_of(graph, nodedefs))
         for warning in scaling.warnings:
             self.warn(warning)
         return DryRun(graph=graph, plan=plan)
@@ -251,12 +255,13 @@ class Occopus:
         parallel = self.config.parallelize if parallelize is None else parallelize
         runtime = Runtime(self.config, self.auth, store, self.warn)
         return Executor(runtime, graph, resolver, parallel=parallel,
-                        parallelism=parallelism or self.config.parallelism, report=report)
+                        parallelism=parallelism or self.config.parallelism, report=report,
+                        specs=specs_of(graph, nodedefs))
 
     def build(self, path: str, *, infra_id: Optional[str] = None,
               parallelize: Optional[bool] = None, parallelism: Optional[int] = None,
-              report: Optional[Warn] = None, on_plan: Optional[PlanHook] = None
-              ) -> BuildResult:
+              report: Optional[Warn] = None, on_plan: Optional[PlanHook] = None,
+              replace: Sequence[str] = ()) -> BuildResult:
         """Build the infrastructure described in ``path``: every node in dependency order,
         each instance waited for until it is ready.  If ``infra_id`` names an existing
         infrastructure, apply the changed description to it instead (see :meth:`update`;
@@ -270,8 +275,15 @@ class Occopus:
         if infra_id is not None:
             check_infra_id(infra_id)
             if self.store.infra(infra_id) is not None:
-                return self.update(path, infra_id, parallelize=parallelize,
-                                   parallelism=parallelism, report=report, on_plan=on_plan)
+                result = self.update(path, infra_id, parallelize=parallelize,
+                                     parallelism=parallelism, report=report, on_plan=on_plan)
+                if not replace:
+                    return result
+                return self.replace(infra_id, replace, parallelize=parallelize,
+                                    parallelism=parallelism, report=report)
+        if replace:
+            raise UsageError('--replace goes with -i ID of a live infrastructure: there is nothing '
+                             'to replace in a new one')
         graph, nodedefs = self.compile(self.load_description(path), infra_id)
         check_buildable(graph, nodedefs)
         now = round(time.time(), 3)
@@ -375,6 +387,57 @@ class Occopus:
                 raise BuildError(result.failures, note='the infrastructure keeps running; '
                                  f'occopus-manage -i {infra_id} tries the missing instances again')
             return BuildResult(graph, group_instances(graph, store.instances(infra_id)))
+
+    def replace(self, infra_id: str, nodes: Sequence[str], *, parallelize: Optional[bool] = None,
+                parallelism: Optional[int] = None, report: Optional[Warn] = None) -> BuildResult:
+        """Replace every instance of ``nodes`` one at a time, oldest first, from the node's
+        current definition: a new instance is ready before the old one is dropped, so a node
+        never has fewer ready instances than before, nor fewer than its minimum (as
+        Terraform's ``-replace``).
+
+        :raises BuildError: if a new instance cannot be made ready: it is dropped, and the old
+            one and those not replaced yet keep running.
+        """
+        report = report or self.warn
+        with held(self.store, check_infra_id(infra_id), self.config.lease_ttl,
+                  wait=self.config.lease_ttl, report=report) as store:
+            state = InfraState.from_store(store.load(infra_id))
+            if state is None:
+                raise UnknownInfrastructure(infra_id)
+            self._not_being_destroyed(infra_id)
+            graph, nodedefs = self._stored_graph(state.infra)
+            unknown = [n for n in nodes if n not in graph.nodes]
+            if unknown:
+                raise UsageError(f"--replace: infrastructure {infra_id} has no node "
+                                 f"{', '.join(repr(n) for n in unknown)} (nodes: {', '.join(graph.nodes)})")
+            executor = self._executor(store, graph, nodedefs, parallelize, parallelism, report,
+                                      records=state.instances)
+            for name in dict.fromkeys(nodes):
+                olds = sorted((i for i in state.instances.values()
+                               if i.node == name and i.state != State.FAILED),
+                              key=lambda i: i.created_at or 0)
+                for number, old in enumerate(olds, 1):
+                    report(f'{name}: replacing instance {number} of {len(olds)} ({old.short})')
+                    self._replace_one(executor, graph, old, len(olds) - number)
+            return BuildResult(graph, group_instances(graph, store.instances(infra_id)))
+
+    def _replace_one(self, executor: Executor, graph: InfraGraph, old: Instance, left: int) -> None:
+        """A new instance of ``old``'s node, ready, then ``old`` dropped."""
+        keep = (f'{old.short}' + (f' and {left} more instance(s) not replaced yet' if left else '')
+                + ' keep running')
+        try:
+            executor.create_all([CreateNode(old.node, tuple(graph.nodes[old.node].depends_on))])
+        except BuildError as exc:
+            failed = {f.node_id for f in exc.failures if f.node_id}
+            leftovers = {k: Instance.from_json(r) for k, r in
+                         executor.store.instances(executor.infra_id).items() if k in failed}
+            if leftovers:
+                executor.drop_all(leftovers)
+            raise BuildError(exc.failures, note=keep) from None
+        failures = executor.drop_all({old.node_id: old})
+        if failures:
+            raise BuildError(failures, note='its replacement is ready; occopus-manage drops the '
+                             'surplus instance')
 
     def _tear_down(self, executor: Executor, report: Warn) -> None:
         """Drop every instance of the infrastructure and forget it; if some cannot be dropped,
@@ -487,7 +550,7 @@ class Occopus:
                                   records=state.instances)
         result = run_pass(executor, state, resources_of(graph, nodedefs),
                           retry_backoff=self.config.retry_backoff, stop=stop, report=report,
-                          on_plan=on_plan)
+                          on_plan=on_plan, specs=executor.specs)
         summary = self.store.summary(graph.infra_id)
         new = dict(summary, name=graph.infra_name, state=result.state, **counts(result.plan))
         if new != summary:
@@ -612,10 +675,10 @@ class Occopus:
             }
         return result
 
-    def events(self, infra_id: str, count: Optional[int] = None) -> List[Dict[str, str]]:
+    def events(self, infra_id: str, count: Optional[int] = None) -> List[Dict[str, Any]]:
         """The event stream of an infrastructure, oldest first."""
         self._known(check_infra_id(infra_id))
-        return self.store.events(infra_id, count)
+        return [_event_json(entry) for entry in self.store.events(infra_id, count)]
 
 
 def check_buildable(graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition]) -> None:
@@ -641,6 +704,22 @@ def resources_of(graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition]
     """Node name -> the resource section of each implementation of its type."""
     return {name: [impl.resource for impl in nodedefs[node.type].implementations]
             for name, node in graph.nodes.items() if node.type in nodedefs}
+
+
+def _event_json(entry: Mapping[str, str]) -> Dict[str, Any]:
+    """An event as JSON: its ``time`` in epoch seconds as a number, as ``created_at`` and
+    ``ready_at`` of instances are (the stream keeps text)."""
+    shown: Dict[str, Any] = dict(entry)
+    try:
+        shown['time'] = round(float(entry.get('time', '')), 3)
+    except ValueError:
+        pass
+    return shown
+
+
+def specs_of(graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition]) -> Dict[str, Dict[str, str]]:
+    """What each node's instances are made from now (see :func:`occo.planner.node_specs`)."""
+    return node_specs(graph, {name: d.to_json() for name, d in nodedefs.items()})
 
 
 def counts(plan: Plan) -> Dict[str, int]:

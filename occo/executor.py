@@ -110,7 +110,8 @@ class Executor:
     """
 
     def __init__(self, runtime: Runtime, graph: Any, resolver: Resolver, *, parallel: bool,
-                 parallelism: int, report: Report) -> None:
+                 parallelism: int, report: Report,
+                 specs: Optional[Mapping[str, Mapping[str, str]]] = None) -> None:
         self.runtime = runtime
         self.store = runtime.store
         self.graph = graph
@@ -119,6 +120,8 @@ class Executor:
         self.parallel = parallel
         self.parallelism = max(1, parallelism) if parallel else 1
         self.report = report
+        #: node name -> what its instances are made from now (recorded in each new one)
+        self.specs = dict(specs or {})
         config = runtime.config
         self.health_checks = config.health_checks
         self.create_timeout = config.create_timeout
@@ -301,7 +304,7 @@ class Executor:
         return Instance(node_id=str(uuid.uuid4()), node=node, infra_id=self.infra_id,
                         state=State.CREATING, implementation=index,
                         resource_type=resource['type'], resource=known,
-                        created_at=round(time.time(), 3))
+                        created_at=round(time.time(), 3), spec=dict(self.specs.get(node) or {}))
 
     def _create(self, instance: Instance) -> Optional[Instance]:
         """Resolve and create one recorded instance (in a worker); returns it if the cloud

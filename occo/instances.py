@@ -83,6 +83,8 @@ class Instance:
     health_check: Dict[str, Any] = field(default_factory=dict)
     config_management: Dict[str, Any] = field(default_factory=dict)
     extra: Dict[str, Any] = field(default_factory=dict)
+    #: fingerprints of what it was made from (its type's definition, filter, variables)
+    spec: Dict[str, str] = field(default_factory=dict)
     #: a resource found by its tags that no record knew (never stored)
     untracked: bool = False
 
@@ -97,7 +99,7 @@ class Instance:
         for name in ('ready_at', 'error'):
             if getattr(self, name) is not None:
                 data[name] = getattr(self, name)
-        for name in ('health_check', 'config_management', 'extra'):
+        for name in ('health_check', 'config_management', 'extra', 'spec'):
             if getattr(self, name):
                 data[name] = getattr(self, name)
         return data

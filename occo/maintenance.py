@@ -158,7 +158,8 @@ def held_back(backoff: Mapping[str, Mapping[str, Any]], now: float) -> Dict[str,
 
 def run_pass(executor: Executor, state: InfraState, resources: Mapping[str, Any], *,
              retry_backoff: float, stop: Optional[threading.Event] = None, report: Report,
-             on_plan: Optional[Callable[[Plan, Any], None]] = None) -> PassResult:
+             on_plan: Optional[Callable[[Plan, Any], None]] = None,
+             specs: Optional[Mapping[str, Mapping[str, str]]] = None) -> PassResult:
     """One pass over the infrastructure ``executor`` works on, from its loaded ``state``.
     Writes go through the executor's (fenced) store."""
     store, graph = executor.store, executor.graph
@@ -168,7 +169,7 @@ def run_pass(executor: Executor, state: InfraState, resources: Mapping[str, Any]
     current = {**state.instances, **seen.updated}
     held = held_back(state.backoff, now)
     plan, scaling = plan_from_state(graph, resources, current, state.targets, state.requests,
-                                    verdicts=seen.verdicts, held=held)
+                                    verdicts=seen.verdicts, held=held, specs=specs)
     if on_plan:
         on_plan(plan, graph)
     result = PassResult(plan, warnings=list(scaling.warnings))

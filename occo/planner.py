@@ -14,6 +14,8 @@ are alive than the target (it is then replaced).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -55,6 +57,8 @@ class NodePlan:
     depends_on: List[str]
     candidates: List[Dict[str, Any]]
     waiting: Optional[str] = None  # why creates are held back (retry backoff)
+    outdated: int = 0              # kept instances made from an older definition of the node
+    outdated_reason: Optional[str] = None
 
 
 @dataclass
@@ -147,7 +151,8 @@ def make_plan(graph: InfraGraph, resources: Mapping[str, Sequence[Mapping[str, A
               targets: Optional[Mapping[str, int]] = None, *,
               verdicts: Optional[Mapping[str, Optional[str]]] = None,
               selected: Optional[Mapping[str, Sequence[str]]] = None,
-              held: Optional[Mapping[str, str]] = None) -> Plan:
+              held: Optional[Mapping[str, str]] = None,
+              specs: Optional[Mapping[str, Mapping[str, str]]] = None) -> Plan:
     """Plan the drops and creates that bring every node of ``graph`` to its target.
 
     :param resources: node name -> resource section of each implementation of its type.
@@ -157,12 +162,16 @@ def make_plan(graph: InfraGraph, resources: Mapping[str, Sequence[Mapping[str, A
         instances without a reason are alive.
     :param selected: node name -> node ids scaling requests chose to drop.
     :param held: node name -> why no instance of it may be created now (retry backoff).
+    :param specs: node name -> what its instances are made from now (:func:`node_specs`):
+        kept instances made from something else are counted as outdated (they stay as they
+        are until ``occopus-build -i ID --replace NODE``).
     """
     instances = instances or {}
     targets = targets or {}
     verdicts = verdicts or {}
     selected = selected or {}
     held = held or {}
+    specs = specs or {}
     by_node = alive_by_node(instances, {})
     plan = Plan(infra_id=graph.infra_id, infra_name=graph.infra_name, nodes=[])
     for name in sorted(set(by_node) - set(graph.nodes)):
@@ -190,11 +199,13 @@ def make_plan(graph: InfraGraph, resources: Mapping[str, Sequence[Mapping[str, A
                            for r in list(reversed(alive))[:surplus]]
             alive = alive[:len(alive) - surplus]
         missing = max(0, target - len(alive))
+        stale = [r for r in (outdated_reason(i, specs.get(name)) for i in alive) if r]
         plan.nodes.append(NodePlan(
             name=name, type=node.type, target=target, existing=min(len(alive), target),
             minimum=node.scaling.min, maximum=node.scaling.max, depends_on=list(node.depends_on),
             candidates=[describe_implementation(i, resources[name][i]) for i in node.candidates
-                        if i < len(resources.get(name, ()))], waiting=held.get(name) if missing else None))
+                        if i < len(resources.get(name, ()))], waiting=held.get(name) if missing else None,
+            outdated=len(stale), outdated_reason=stale[0] if stale else None))
         if name not in held:
             plan.creates += [CreateNode(name, tuple(node.depends_on)) for _ in range(missing)]
     return plan
@@ -213,12 +224,42 @@ def alive_by_node(instances: Mapping[str, Instance], verdicts: Mapping[str, Any]
 def plan_from_state(graph: InfraGraph, resources: Mapping[str, Sequence[Mapping[str, Any]]],
                     instances: Mapping[str, Instance], targets: Mapping[str, int],
                     requests: Sequence[Mapping[str, Any]], *,
-                    verdicts: Mapping[str, str], held: Optional[Mapping[str, str]] = None
+                    verdicts: Mapping[str, str], held: Optional[Mapping[str, str]] = None,
+                    specs: Optional[Mapping[str, Mapping[str, str]]] = None
                     ) -> Tuple[Plan, Scaling]:
     """The plan from stored state (the dry run of an update, a report, a management pass):
     pending scaling requests applied to the stored targets, instances with a verdict
     replaced, surplus dropped, missing ones created."""
     scaling = apply_requests(graph, targets, requests, alive_by_node(instances, verdicts))
     plan = make_plan(graph, resources, instances, scaling.targets, verdicts=verdicts,
-                     selected=scaling.selected, held=held)
+                     selected=scaling.selected, held=held, specs=specs)
     return plan, scaling
+
+
+def node_specs(graph: InfraGraph, definitions: Mapping[str, Any]) -> Dict[str, Dict[str, str]]:
+    """What each node's instances are made from, as short fingerprints of its type's
+    definition (``definitions``: type -> definition JSON), its filter and its variables.
+    An instance records the spec it was made from; one whose spec differs is outdated."""
+    def digest(value: Any) -> str:
+        return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    cache: Dict[str, str] = {}
+    specs = {}
+    for name, node in graph.nodes.items():
+        if node.type not in cache:
+            cache[node.type] = digest([node.type, definitions.get(node.type)])
+        specs[name] = {'definition': cache[node.type], 'filter': digest(node.filter),
+                       'variables': digest(node.variables)}
+    return specs
+
+
+SPEC_PARTS = {'definition': "its type's definition", 'filter': 'its filter',
+              'variables': 'its variables'}
+
+
+def outdated_reason(instance: Instance, spec: Optional[Mapping[str, str]]) -> Optional[str]:
+    """Why ``instance`` no longer matches its node's ``spec`` (None if it does, or if either
+    side is unknown: a record made before specs were kept)."""
+    if not spec or not instance.spec:
+        return None
+    changed = [SPEC_PARTS[k] for k in SPEC_PARTS if instance.spec.get(k) != spec.get(k)]
+    return ' and '.join(changed) + ' changed' if changed else None

@@ -4,6 +4,7 @@ short)."""
 from __future__ import annotations
 
 import re
+import importlib.util
 import shutil
 
 import pytest
@@ -12,9 +13,11 @@ from conftest import processes_of, write
 
 HEALTH_ON = {'OCCOPUS_HEALTH_CHECKS': '1'}
 MARIADB = shutil.which('mariadbd') or shutil.which('mariadbd', path='/usr/sbin:/usr/local/sbin')
-needs_mariadb = pytest.mark.skipif(not (MARIADB and shutil.which('mariadb-install-db')
-                                        and shutil.which('mariadb')),
-                                   reason='MariaDB server binaries are not installed here')
+HAVE_PYMYSQL = importlib.util.find_spec('pymysql') is not None
+needs_mariadb = pytest.mark.skipif(
+    not (MARIADB and shutil.which('mariadb-install-db') and shutil.which('mariadb') and HAVE_PYMYSQL),
+    reason='the mysqldbs check needs the MariaDB server binaries (.ci/install-system-deps installs '
+           'mariadb-server) and PyMySQL (pip install PyMySQL, in requirements)')
 
 DATABASE = f"""\
 'node_def:db':

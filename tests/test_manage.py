@@ -180,6 +180,14 @@ def test_unknown_selector_is_ignored_with_a_warning(occo, infra):
     (['-c', '0'], 'Incorrect argument: value for -c must be different from zero!'),
     (['-s', 'x'], 'Positive number must be specified for argument -s!'),
     (['-s', '0'], 'Incorrect argument: value for -s must be greater than zero!'),
+    (['-c', '\u0661'], 'Positive/negative number must be specified for argument -c!'),
+    (['-c', '5_0'], 'Positive/negative number must be specified for argument -c!'),
+    (['-c', ' 5'], 'Positive/negative number must be specified for argument -c!'),
+    (['-s', '\u0663'], 'Positive number must be specified for argument -s!'),
+    (['-f', ''], 'Incorrect argument: -f needs the node id or the address of the instance to '
+                 'scale down (it was empty)'),
+    (['-f', '  '], 'Incorrect argument: -f needs the node id or the address of the instance to '
+                   'scale down (it was empty)'),
 ])
 def test_scale_argument_rules(occo, infra, args, message):
     result = occo.run('occopus-scale', '-i', 'm', '-n', 'web', *args)
@@ -548,3 +556,14 @@ def test_a_stale_maintainer_cannot_touch_a_rebuilt_infrastructure_with_the_same_
     assert not [e for _, e in events if e.get('who', '').endswith(f':{stale.pid}')]
     assert not occo.redis.hgetall(f'{occo.prefix}{{st}}:backoff')
     assert occo.run('occopus-destroy', '-i', 'st').returncode == 0
+
+
+@pytest.mark.parametrize('value', ['0', '-1', 'nan', 'inf', '0.05', 'abc', ''])
+def test_a_cyclic_interval_must_be_finite_and_at_least_a_tenth_of_a_second(occo, infra, value):
+    before = occo.snapshot()
+    result = occo.run('occopus-manage', '-i', 'm', '-c', f'-t={value}', timeout=30)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith('occopus-manage: error: argument -t/--interval: must be a ')
+    assert f"got '{value}'" in line
+    assert occo.snapshot() == before  # no pass ran

@@ -36,7 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help='with --render: YAML file of node name -> address used by getip(), '
                              'getprivip() and getipall() (default: 192.0.2.N for node N)')
     parser.add_argument('--format', choices=('text', 'json'), default='text',
-                        help='output format of --dry-run and --render (default: text)')
+                        help='output format (default: text); json prints a build\'s result as '
+                             '{"infra_id": ..., "nodes": <the report of occopus-manage -r '
+                             '--format json>}, and --dry-run\'s plan and --render\'s text as JSON')
+    parser.add_argument('--replace', action='append', default=[], metavar='NODE',
+                        help='with -i ID of a live infrastructure: after applying the '
+                             'description, replace every instance of NODE one at a time (the '
+                             'new one ready before the old one is dropped); may be repeated')
     parser.add_argument('infra_def', help='file containing an infrastructure definition')
     return parser
 
@@ -59,6 +65,9 @@ def print_plan(plan: Any, graph: Any, *, given_id: bool = False,
         print(f'   id: {plan.infra_id}')
     for number, node in enumerate(plan.nodes, 1):
         keep = f'; {node.existing} kept' if node.existing else ''
+        if node.outdated:
+            keep += (f', {node.outdated} of them outdated ({node.outdated_reason}; '
+                     f'--replace {node.name} replaces them)')
         held = f'; held back: {node.waiting}' if node.waiting else ''
         print(f'{number:3}. {node.name}: create {plural(node.target - node.existing, "instance")} '
               f'(min {node.minimum}, max {node.maximum}{keep}{held})')
@@ -110,6 +119,8 @@ def command(args: argparse.Namespace) -> int:
         raise UsageError('--render and --addresses go with --dry-run')
     if args.addresses and not args.render:
         raise UsageError('--addresses goes with --render')
+    if args.replace and (args.dry_run or not args.infra_id):
+        raise UsageError('--replace goes with -i ID of a live infrastructure (not with --dry-run)')
     if args.parallelism is not None and args.parallelism < 1:
         raise UsageError('--parallelism must be at least 1')
     session = open_session(PROG, args)
@@ -118,7 +129,12 @@ def command(args: argparse.Namespace) -> int:
         result = session.build(args.infra_def, infra_id=args.infra_id,
                                parallelize=True if args.parallelize or args.parallelism else None,
                                parallelism=args.parallelism, report=reporter(PROG),
-                               on_plan=print_update_plan)
+                               on_plan=print_update_plan if args.format == 'text' else None,
+                               replace=args.replace)
+        if args.format == 'json':
+            print(json.dumps({'infra_id': result.graph.infra_id,
+                              'nodes': session.report(result.graph.infra_id, live=False)}, indent=2))
+            return 0
         print_listing(result.instances, listips=args.listips)
         print(result.graph.infra_id)
         return 0

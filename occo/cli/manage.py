@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import json
 import signal
 import sys
@@ -23,8 +24,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     add_infra_id(parser, required=False, help='provides the identifier of the infrastructure to manage')
     parser.add_argument('-l', '--list', action='store_true',
                         help='list the active infrastructures in the Occopus database')
-    parser.add_argument('-t', '--interval', type=float, default=10.0, metavar='INTERVAL',
-                        help='specifies the time between management sessions (default: 10)')
+    parser.add_argument('-t', '--interval', type=interval, default=10.0, metavar='INTERVAL',
+                        help='specifies the time between management sessions in seconds, at '
+                             f'least {MIN_INTERVAL:g} (default: 10)')
     parser.add_argument('-c', '--cyclic', action='store_true', help='performs continuous management')
     parser.add_argument('-r', '--report', action='store_true', help='reports about the infrastructure')
     parser.add_argument('--parallelize', action='store_true',
@@ -96,6 +98,22 @@ def print_events(events: List[Dict[str, str]], form: str) -> None:
             node += f"/{entry['node_id'][:8]}"
         print('  '.join(part for part in (when, entry.get('who', '?'), entry.get('event', '?'),
                                           node, entry.get('reason', '')) if part))
+
+
+MIN_INTERVAL = 0.1
+
+
+def interval(text: str) -> float:
+    """A finite number of seconds of at least MIN_INTERVAL (argparse type: exit 2 otherwise;
+    0, a negative number or nan would make a busy loop, inf never passes again)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'must be a number of seconds, got {text!r}') from None
+    if not math.isfinite(value) or value < MIN_INTERVAL:
+        raise argparse.ArgumentTypeError(f'must be a finite number of seconds of at least '
+                                         f'{MIN_INTERVAL:g}, got {text!r}')
+    return value
 
 
 def stop_on_signals(prog: str) -> threading.Event:

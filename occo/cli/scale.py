@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import List, Optional
 
@@ -28,11 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+WHOLE = re.compile(r'[+-]?[0-9]+')
+
+
 def _whole(value: str, message: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise OccoError(message) from None
+    """A whole number written with ASCII digits and an optional sign only (``int()`` would
+    also take '١' or '5_0')."""
+    if not WHOLE.fullmatch(value):
+        raise OccoError(message)
+    return int(value)
 
 
 def command(args: argparse.Namespace) -> int:
@@ -52,6 +57,9 @@ def command(args: argparse.Namespace) -> int:
         target = _whole(args.setscale, 'Positive number must be specified for argument -s!')
         if target <= 0:
             raise OccoError('Incorrect argument: value for -s must be greater than zero!')
+    if args.filter is not None and not args.filter.strip():
+        raise OccoError('Incorrect argument: -f needs the node id or the address of the instance '
+                        'to scale down (it was empty)')
     session = open_session(PROG, args)
     pending = session.scale(args.infra_id, args.node, change=change, target=target,
                             selector=args.filter)

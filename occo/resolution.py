@@ -214,21 +214,27 @@ class Resolver:
 
         def renderer(section: str) -> Callable[..., str]:
             def render(text: str, what: str, extra: Optional[Mapping[str, Any]] = None,
-                       whole_text: bool = False) -> str:
+                       whole_text: bool = False, fold: bool = False) -> str:
                 names = dict(context, **extra) if extra else context
                 return templates.render(text, names, what=f"node '{node}': {section}.{what}",
-                                        keep_trailing_newline=not whole_text)
+                                        keep_trailing_newline=not whole_text, fold=fold)
             return render
 
-        resource = render_tree(impl.resource, renderer('resource'), '')
+        # Each section is one template for the limits of rendered size and time: all of its
+        # values together.
+        with templates.budget():
+            resource = render_tree(impl.resource, renderer('resource'), '')
         config_management = None
         if impl.config_management is not None:
-            config_management = render_tree(impl.config_management, renderer('config_management'), '')
+            with templates.budget():
+                config_management = render_tree(impl.config_management,
+                                                renderer('config_management'), '')
         cm_class = plugins.plugin_class(plugins.CONFIG_MANAGERS, impl.config_manager_type)
         context.update(cm_class.template_variables(config_management))
         context_class = plugins.plugin_class(plugins.CONTEXTS, impl.context_type)
         try:
-            rendered = context_class.render(impl.contextualisation, renderer('contextualisation'))
+            with templates.budget():
+                rendered = context_class.render(impl.contextualisation, renderer('contextualisation'))
         except TemplateError as exc:
             if exc.message.startswith(f"node '{node}'"):
                 raise

@@ -8,8 +8,10 @@ from occo.plugins.base import Plugin, string_leaves
 
 #: (path inside the section, template text)
 Template = Tuple[Tuple[Any, ...], str]
-#: render(text, what, extra names, whole_text=False) -> rendered text; raises TemplateError
-#: naming ``what``.  A value is rendered exactly; a whole text loses its final newline.
+#: render(text, what, extra names, whole_text=False, fold=False) -> rendered text; raises
+#: TemplateError naming ``what``.  A value is rendered exactly; a whole text loses its final
+#: newline; with ``fold`` the line breaks of substituted values fold as YAML folds them in a
+#: flow scalar (a value of a ``!yaml_import`` template, see :func:`occo.templates.render`).
 Render = Callable[..., str]
 
 

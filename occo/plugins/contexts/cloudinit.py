@@ -38,7 +38,8 @@ class CloudInitContext(Context):
     def templates(cls, section: Mapping[str, Any]) -> Iterator[Template]:
         # A mapping template is rendered value by value before it becomes YAML text, so that
         # rendered values can never break the YAML around them (the original rendered the dumped
-        # text, where a quote in a value or in a Jinja expression could corrupt it).
+        # text, where a quote in a value or in a Jinja expression could corrupt it).  The line
+        # breaks of substituted values fold as they did in the original's text (see render).
         yield from string_leaves(section['context_template'], ('context_template',))
         yield from string_leaves(section.get('attributes'), ('attributes',))
 
@@ -46,7 +47,13 @@ class CloudInitContext(Context):
     def render(cls, section: Optional[Mapping[str, Any]], render: Render) -> RenderedContext:
         template = section['context_template']
         if isinstance(template, Mapping):
-            text = cloud_config_text(render_tree(template, render, 'context_template'))
+            # The original rendered the dumped YAML text as a whole, so YAML folded the line
+            # breaks that a substituted value brought (a blank line became one line break, a
+            # single break a space); tutorials write SSH keys with blank lines between their
+            # lines and rely on it.  Each value is rendered on its own, with that folding.
+            def render_value(text: str, what: str) -> str:
+                return render(text, what, fold=True)
+            text = cloud_config_text(render_tree(template, render_value, 'context_template'))
         else:
             text = render(template, 'context_template', whole_text=True)
             check_cloud_config(text)

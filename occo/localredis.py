@@ -6,25 +6,53 @@ Used by ``make demo`` (when no Redis is configured), the test suite, the benchma
     python3 -m occo.localredis -- make test     # runs the command with OCCOPUS_REDIS_URL set
 
 The server keeps nothing on disk (no RDB, no AOF) unless extra ``args`` say otherwise, and is
-stopped when the command ends.
+stopped when the command ends, however it ends.  On Linux a server started from the main
+thread also dies with the process that started it (``PR_SET_PDEATHSIG``), so a test run or a
+helper killed with SIGKILL leaves no server behind; the work folder such a run leaves is
+removed by the next server started on the machine.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 SEARCH_PATH = ('/usr/bin', '/usr/sbin', '/usr/local/bin')
+WORKDIR_PREFIX = 'occo-redis-'
+STALE_WORKDIR = re.compile(rf'{WORKDIR_PREFIX}(\d+)-')
+PR_SET_PDEATHSIG = 1
+
+USAGE = 'usage: python -m occo.localredis [--] COMMAND [ARG...]'
+HELP = f"""{USAGE}
+
+Run COMMAND beside a private, throw-away redis-server on a free port of 127.0.0.1, with
+OCCOPUS_REDIS_URL and OCCOPUS_TEST_REDIS_URL pointing at it. The server keeps nothing on
+disk and is stopped when COMMAND ends (or fails to start, or this helper is interrupted);
+the exit code is COMMAND's (127: not found, 126: cannot be run, 128+N: ended by signal N).
+
+Put -- before a COMMAND that starts with '-'.
+
+options:
+  -h, --help  show this help and exit
+"""
 
 
 class RedisServerError(RuntimeError):
     """redis-server is missing or would not start."""
+
+
+class _Interrupted(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 def free_port() -> int:
@@ -53,19 +81,65 @@ def _answers_ping(port: int) -> bool:
         return False
 
 
+def _die_with_parent() -> Optional[Callable[[], None]]:
+    """A ``preexec_fn`` that makes Linux send the child SIGTERM when this process dies, or
+    None where that cannot be had.  Linux ties it to the thread that starts the child, so it
+    is used from the main thread only (a server started by a short-lived thread would die
+    with the thread)."""
+    if not sys.platform.startswith('linux') or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        import ctypes
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the request was made
+            os._exit(1)
+    return preexec
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_workdirs() -> None:
+    """Remove the work folders of servers whose starting process is gone (killed runs)."""
+    top = tempfile.gettempdir()
+    try:
+        names = os.listdir(top)
+    except OSError:
+        return
+    for name in names:
+        match = STALE_WORKDIR.match(name)
+        if match and not _alive(int(match.group(1))):
+            shutil.rmtree(os.path.join(top, name), ignore_errors=True)
+
+
 class RedisServer:
     """A ``redis-server`` child process; use as a context manager or call start/stop.
 
     ``args`` are further ``redis-server`` options, after (so overriding) ours, e.g.
     ``['--appendonly', 'yes']``.  Stopped with ``stop(remove=False)``, it starts again on the
-    same port with the data it kept in ``workdir``.
+    same port with the data it kept in ``workdir``.  With ``die_with_parent`` (the default) a
+    server started from the main thread on Linux ends when this process does, even by SIGKILL.
     """
 
     def __init__(self, port: Optional[int] = None, workdir: Optional[str] = None,
-                 args: Sequence[str] = ()) -> None:
+                 args: Sequence[str] = (), die_with_parent: bool = True) -> None:
         self.port = port
         self.workdir = workdir
         self.args = list(args)
+        self.die_with_parent = die_with_parent
         self._own_workdir = False
         self.process: Optional[subprocess.Popen] = None
 
@@ -77,8 +151,10 @@ class RedisServer:
         """Start the server and wait until it answers; returns its URL."""
         binary = redis_server_binary()
         if self.workdir is None:
-            self.workdir = tempfile.mkdtemp(prefix='occo-redis-')
+            remove_stale_workdirs()
+            self.workdir = tempfile.mkdtemp(prefix=f'{WORKDIR_PREFIX}{os.getpid()}-')
             self._own_workdir = True
+        preexec = _die_with_parent() if self.die_with_parent else None
         for _ in range(5):  # another process may grab the free port first
             self.port = self.port or free_port()
             self.process = subprocess.Popen(
@@ -86,7 +162,7 @@ class RedisServer:
                  '--appendonly', 'no', '--dir', self.workdir, '--daemonize', 'no',
                  '--logfile', os.path.join(self.workdir, 'redis.log')] + self.args,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True)
+                start_new_session=True, preexec_fn=preexec)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and self.process.poll() is None:
                 if _answers_ping(self.port):
@@ -116,31 +192,74 @@ class RedisServer:
         self.stop()
 
 
+def _error(text: str) -> None:
+    print(f'occo.localredis: error: {text}', file=sys.stderr)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """``python -m occo.localredis [--] COMMAND...``: run COMMAND beside a private Redis."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ('-h', '--help'):
+        print(HELP, end='')
+        return 0
     if argv and argv[0] == '--':
         argv = argv[1:]
-    if not argv:
-        print('usage: python -m occo.localredis [--] COMMAND [ARG...]', file=sys.stderr)
+    elif argv and argv[0].startswith('-'):
+        print(USAGE, file=sys.stderr)
+        _error(f'unknown option {argv[0]} (put -- before a command that starts with -)')
         return 2
+    if not argv:
+        print(USAGE, file=sys.stderr)
+        return 2
+    server = RedisServer()
+    child: Optional[subprocess.Popen] = None
+    held: List[int] = []  # signals held while the command starts or the server stops
+    holding = [False]
+
+    def on_signal(signum: int, frame: object) -> None:
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)  # the command decides; we stop when it has ended
+        elif holding[0]:
+            held.append(signum)
+        else:
+            raise _Interrupted(signum)
+
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, on_signal) for s in handled}
     try:
-        server = RedisServer()
         url = server.start()
+        env = dict(os.environ, OCCOPUS_REDIS_URL=url, OCCOPUS_TEST_REDIS_URL=url)
+        print(f'occo.localredis: private redis-server at {url}', file=sys.stderr)
+        holding[0] = True  # a signal now must not leave the command running unwatched
+        try:
+            child = subprocess.Popen(argv, env=env)
+        except FileNotFoundError:
+            _error(f'command not found: {argv[0]}')
+            return 127
+        except OSError as exc:
+            _error(f'cannot run {argv[0]}: {exc.strerror or exc}')
+            return 126
+        for signum in held:
+            child.send_signal(signum)
+        held.clear()
+        holding[0] = False
+        code = child.wait()
+        return 128 - code if code < 0 else code
     except RedisServerError as exc:
-        print(f'occo.localredis: error: {exc}', file=sys.stderr)
+        _error(str(exc))
         return 1
-    env = dict(os.environ, OCCOPUS_REDIS_URL=url, OCCOPUS_TEST_REDIS_URL=url)
-    print(f'occo.localredis: private redis-server at {url}', file=sys.stderr)
-    child = subprocess.Popen(argv, env=env)
-    forward = lambda signum, frame: child.send_signal(signum)  # noqa: E731
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return child.wait()
+    except _Interrupted as exc:
+        return 128 + exc.signum
+    except Exception as exc:  # noqa: BLE001 - one line, and the server is stopped all the same
+        _error(f'{type(exc).__name__}: {exc}')
+        return 1
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        server.stop()
+        holding[0] = True  # the server is being stopped: let it finish
+        try:
+            server.stop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 if __name__ == '__main__':

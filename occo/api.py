@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from occo import advice, plugins
+from occo import advice, plugins, templates
 from occo.compiler import InfraGraph, compile_infra
 from occo.config import AuthData, Config
 from occo.descriptions.infra import InfraDescription, load_infra_description
@@ -137,6 +137,7 @@ class Occopus:
     def __init__(self, config: Config, *, auth: Optional[AuthData] = None,
                  store: Optional[Store] = None, warn: Optional[Warn] = None) -> None:
         check_settings(config)
+        templates.set_limits(config.limits.template_bytes, config.limits.template_seconds)
         self.config = config
         self.auth = auth or AuthData()
         self._store = store

@@ -17,15 +17,14 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from occo import templates
+from occo.descriptions.common import listing, suggestion
 from occo.descriptions.infra import InfraDescription, Scaling
 from occo.descriptions.loader import gc_paused
 from occo.descriptions.nodedefs import NodeDefinition, implementation_templates
 from occo.errors import CompileError, SchemaError, TemplateError
 from occo.resolution import ADDRESS_HELPERS, template_context
-from occo.schema import join
 
 PLACEHOLDER_ADDRESS = '192.0.2.1'  # TEST-NET-1: never routed
-MAX_LISTED = 10
 
 
 @dataclass
@@ -143,10 +142,12 @@ def merge_variables(base: Mapping[str, Any], override: Mapping[str, Any]) -> Dic
 
 def compile_infra(desc: InfraDescription, nodedefs: Mapping[str, NodeDefinition],
                   infra_id: Optional[str] = None, user_id: Optional[str] = None,
-                  known_types: Optional[Sequence[str]] = None) -> InfraGraph:
+                  known_types: Optional[Sequence[str]] = None,
+                  namespace: Optional[str] = None) -> InfraGraph:
     """Compile ``desc`` against the imported ``nodedefs`` (type name -> definition).
 
-    ``known_types`` (every imported type) only improves the message for a missing type.
+    ``known_types`` (every imported type) and ``namespace`` (where the definitions were looked
+    up) only improve the message for a missing type.
 
     :raises CompileError: if a node's type is not imported, its filter matches no
         implementation, or a template asks for the address of a node that does not exist.
@@ -161,9 +162,7 @@ def compile_infra(desc: InfraDescription, nodedefs: Mapping[str, NodeDefinition]
             nodedef = nodedefs.get(node.type)
             if nodedef is None:
                 known = sorted(known_types if known_types is not None else nodedefs)
-                raise fail(f"node '{node.name}': type '{node.type}' has no imported node definition "
-                           f"(import the file defining 'node_def:{node.type}' with occopus-import"
-                           f"{'; imported types: ' + _listing(known) if known else ''})", node.line)
+                raise fail(_missing_type(node.name, node.type, known, namespace), node.line)
             candidates = nodedef.matching(node.filter)
             if not candidates:
                 raise fail(f"node '{node.name}': No matching node definition: filter {node.filter} "
@@ -187,9 +186,25 @@ def compile_infra(desc: InfraDescription, nodedefs: Mapping[str, NodeDefinition]
     return graph
 
 
-def _listing(names: List[str]) -> str:
-    more = len(names) - MAX_LISTED
-    return join(names[:MAX_LISTED]) + (f' and {more} more' if more > 0 else '')
+def _missing_type(node: str, type_: str, known: List[str], namespace: Optional[str]) -> str:
+    """Why node ``node`` cannot be compiled: no definition of ``type_`` in ``namespace``; with
+    a "did you mean" for a typo and the imported types (whole names, close ones first)."""
+    import difflib
+    close = difflib.get_close_matches(type_, known, n=3, cutoff=0.6)
+    where = f" in namespace '{namespace}'" if namespace else ''
+    message = (f"node '{node}': type '{type_}' has no imported node definition{where}"
+               f'{suggestion(type_, known)}')
+    if known:
+        message += f' (imported types{" there" if namespace else ""}: {listing(known, first=close)}'
+    else:
+        message += f' (nothing is imported{" there" if namespace else ""} yet'
+    if namespace:
+        message += ('; node definitions are kept per user namespace: import the file defining '
+                    f"'node_def:{type_}' with occopus-import in this namespace, or set namespace "
+                    'in the configuration to the one that holds it)')
+    else:
+        message += f"; import the file defining 'node_def:{type_}' with occopus-import)"
+    return message
 
 
 class _Recorder:
@@ -259,7 +274,7 @@ def _infer_edges(graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition], fail
         for name in sorted(name for name in rendered if name not in nodes):
             raise fail(f"node '{node.name}': its templates ask for the address of node '{name}' "
                        f"(getip/getprivip/getipall), but the infrastructure has no such node "
-                       f'(nodes: {_listing(list(nodes))})', node.line)
+                       f'(nodes: {listing(list(nodes))})', node.line)
         wanted = sorted(name for name in rendered | literal if name in nodes and name != node.name)
         if not wanted:
             continue

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from occo.errors import AuthError, ConfigError
+from occo.redact import excerpt
+from occo.schema import Limits, type_name
 
 ENV_CONFIG_PATH = 'OCCOPUS_CONFIG_PATH'
 ENV_AUTH_DATA_PATH = 'OCCOPUS_AUTH_DATA_PATH'
@@ -32,6 +34,10 @@ CONFIG_NAME = 'occopus_config.yaml'
 AUTH_DATA_NAME = 'auth_data.yaml'
 REDIS_SCHEMES = ('redis://', 'rediss://', 'unix://')
 LEGACY_SECTIONS = ('plugins', 'components', 'logging')
+#: Keys whose values are (or may hold) secrets: a wrong value is described, never quoted.
+SECRET_KEYS = (('redis', 'url'), ('rest', 'token'))
+_SIZE_UNITS = {'': 1, 'b': 1, 'k': 1024, 'kb': 1024, 'kib': 1024, 'm': 1024 ** 2, 'mb': 1024 ** 2,
+               'mib': 1024 ** 2, 'g': 1024 ** 3, 'gb': 1024 ** 3, 'gib': 1024 ** 3}
 
 
 def default_namespace() -> str:
@@ -62,6 +68,8 @@ class Config:
     call_timeout: float = 60.0
     endpoint_parallelism: int = 10
     redis_retry_window: float = 30.0
+    #: bounds checked before any work: instances per node and per infrastructure, file size
+    limits: Limits = field(default_factory=Limits)
     #: per resource type, the settings section its handler gets (e.g. ``local: {root: ...}``)
     resources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: Optional[str] = None
@@ -86,9 +94,37 @@ def _is_redis_url(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(REDIS_SCHEMES)
 
 
+def redis_url_problem(url: str) -> Optional[str]:
+    """What is wrong with a Redis URL (scheme, database number), or ``None``; never quotes
+    the URL, which may hold a password."""
+    if not url.startswith(REDIS_SCHEMES):
+        return f"it must start with {', '.join(REDIS_SCHEMES)} (e.g. redis://127.0.0.1:6379/0)"
+    from occo.store import redis_url_problem as db_problem
+    return db_problem(url)
+
+
+def parse_size(value: Any) -> Optional[int]:
+    """A size in bytes from a whole number (bytes) or text such as ``20 MB`` / ``512k``
+    (units of 1024), or ``None`` if ``value`` is no size."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 1 else None
+    if not isinstance(value, str):
+        return None
+    match = re.fullmatch(r'\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*', value)
+    unit = _SIZE_UNITS.get(match.group(2).lower()) if match else None
+    if unit is None:
+        return None
+    size = int(float(match.group(1)) * unit)
+    return size if size >= 1 else None
+
+
 # Our own file format: key -> (Config field, check, what is expected).
 _FIELDS: Dict[Tuple[str, ...], Tuple[str, Any, str]] = {
-    ('redis', 'url'): ('redis_url', _is_redis_url, 'a Redis URL such as redis://127.0.0.1:6379/0'),
+    ('redis', 'url'): ('redis_url', lambda v: _is_redis_url(v) and redis_url_problem(v) is None,
+                       'a Redis URL such as redis://127.0.0.1:6379/0 (schemes: redis://, rediss://, '
+                       'unix://; the database, if given, a number)'),
     ('redis', 'prefix'): ('redis_prefix', _is_text, 'non-empty text'),
     ('namespace',): ('namespace', _is_text, 'non-empty text'),
     ('rest', 'host'): ('rest_host', _is_text, 'a host name or address'),
@@ -111,6 +147,16 @@ _FIELDS: Dict[Tuple[str, ...], Tuple[str, Any, str]] = {
                      and v >= 1, 'a number of seconds >= 1'),
     ('retry_backoff',): ('retry_backoff', lambda v: isinstance(v, (int, float))
                          and not isinstance(v, bool) and v > 0, 'a number of seconds > 0'),
+    ('limits', 'instances_per_node'): ('limits.instances_per_node', _is_whole(1),
+                                       'a whole number of instances >= 1'),
+    ('limits', 'instances_per_infra'): ('limits.instances_per_infra', _is_whole(1),
+                                        'a whole number of instances >= 1'),
+    ('limits', 'file_size'): ('limits.file_size', lambda v: parse_size(v) is not None,
+                              'a size: a whole number of bytes, or text such as "20 MB"'),
+    ('limits', 'template_bytes'): ('limits.template_bytes', lambda v: parse_size(v) is not None,
+                                   'a size: a whole number of bytes, or text such as "2 MB"'),
+    ('limits', 'template_seconds'): ('limits.template_seconds', _is_seconds(0.1),
+                                     'a number of seconds >= 0.1'),
 }
 _SECTIONS = {path[0] for path in _FIELDS if len(path) == 2}
 
@@ -184,26 +230,28 @@ def _apply_file(config: Config, path: str) -> Config:
     changes: Dict[str, Any] = {'source': path}
     for key, value in data.items():
         if key not in allowed:
-            raise _fail(f"unknown configuration key '{key}' (allowed: {', '.join(sorted(allowed))})",
-                        data, key)
+            raise _fail(f"unknown configuration key {excerpt(str(key))} "
+                        f"(allowed: {', '.join(sorted(allowed))})", data, key)
         if key in _SECTIONS:
             if not isinstance(value, Mapping):
                 raise _fail(f"'{key}' must be a mapping", data, key)
             for sub, subvalue in value.items():
                 if (key, sub) not in _FIELDS:
                     subs = sorted(p[1] for p in _FIELDS if p[0] == key)
-                    raise _fail(f"unknown key '{sub}' in '{key}' (allowed: {', '.join(subs)})", value, sub)
+                    raise _fail(f"unknown key {excerpt(str(sub))} in '{key}' (allowed: {', '.join(subs)})",
+                                value, sub)
                 changes[_field(value, (key, sub), subvalue)] = subvalue
         elif key not in LEGACY_SECTIONS:
             changes[_field(data, (key,), value)] = value
     _settings_sections(changes)
+    _limits(config, changes)
     warnings = list(config.warnings)
     if any(section in data for section in LEGACY_SECTIONS):
         legacy, used = _legacy(data)
         changes = dict(legacy, **changes)  # our own keys win over the legacy sections
-        ignored = ', '.join(ignored_tags + [s for s in ('plugins', 'logging') if s in data])
-        warnings.append(f"{path}: read as an Occopus 1.x configuration file: used {', '.join(used) or 'nothing'}"
-                        f"{'; ignored ' + ignored if ignored else ''} (nothing in it is executed)")
+        # One short line: it is printed by every command that reads the file.
+        warnings.append(f"{path}: read as an Occopus 1.x configuration file (used: "
+                        f"{', '.join(used) or 'nothing'}; nothing in it is executed)")
     elif ignored_tags:
         raise _fail(f"unsupported YAML tag(s) {', '.join(ignored_tags)} in a configuration file", data)
     return replace(config, warnings=tuple(warnings), **changes)
@@ -221,11 +269,38 @@ def _settings_sections(changes: Dict[str, Any]) -> None:
         changes['resources'] = resources
 
 
+def _limits(config: Config, changes: Dict[str, Any]) -> None:
+    """``limits.<name>`` changes become one :class:`Limits` (sizes in bytes)."""
+    limits = {key.split('.', 1)[1]: changes.pop(key) for key in list(changes)
+              if key.startswith('limits.')}
+    for size in ('file_size', 'template_bytes'):
+        if size in limits:
+            limits[size] = parse_size(limits[size])
+    if limits:
+        changes['limits'] = replace(config.limits, **limits)
+
+
 def _field(container: Mapping[str, Any], path: Tuple[str, ...], value: Any) -> str:
     name, check, expected = _FIELDS[path]
     if not check(value):
-        raise _fail(f"'{'.'.join(path)}' must be {expected}, got {value!r}", container, path[-1])
+        key = '.'.join(path)
+        if path in SECRET_KEYS:  # say what is wrong without quoting what may be a secret
+            what = f'got {_kind(value)}'
+            if isinstance(value, str) and value and path == ('redis', 'url'):
+                what = redis_url_problem(value) or what
+            raise _fail(f"'{key}' must be {expected}; {what} (the value is not shown, as it "
+                        'may hold a secret)', container, path[-1])
+        raise _fail(f"'{key}' must be {expected}, got {excerpt(value)}", container, path[-1])
     return name
+
+
+def _kind(value: Any) -> str:
+    """What kind of value ``value`` is, without quoting it (it may hold a secret)."""
+    if isinstance(value, str):
+        return 'empty text' if not value else 'text'
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return 'a number'
+    return type_name(value)
 
 
 def _legacy(data: Mapping[str, Any]) -> Tuple[Dict[str, Any], List[str]]:
@@ -247,7 +322,7 @@ def _legacy(data: Mapping[str, Any]) -> Tuple[Dict[str, Any], List[str]]:
             changes['rest_host'] = str(rest['host'])
         if 'port' in rest:
             if not _is_whole(1, 65535)(rest['port']):
-                raise _fail(f"components.rest.port must be a port number, got {rest['port']!r}",
+                raise _fail(f"components.rest.port must be a port number, got {excerpt(rest['port'])}",
                             rest, 'port')
             changes['rest_port'] = rest['port']
         used.append('components.rest')
@@ -258,6 +333,9 @@ def _legacy_redis_url(section: Mapping[str, Any]) -> str:
     host = section.get('host', '127.0.0.1')
     port = section.get('port', 6379)
     db = section.get('db', 0)
+    if not (_is_whole(0)(db) or (isinstance(db, str) and db.isascii() and db.isdigit())):
+        raise _fail(f'the Redis database (db) must be a number such as 0, got {excerpt(db)}',
+                    section, 'db')
     password = section.get('password')
     auth = f':{password}@' if password else ''
     return f'redis://{auth}{host}:{port}/{db}'
@@ -288,13 +366,17 @@ def _apply_environment(config: Config, environ: Mapping[str, str]) -> Config:
         if not url.startswith(REDIS_SCHEMES):
             raise ConfigError(f"{ENV_REDIS_URL} must be a Redis URL such as redis://127.0.0.1:6379/0 "
                               f"(schemes: {', '.join(REDIS_SCHEMES)})")
+        problem = redis_url_problem(url)
+        if problem:
+            raise ConfigError(f'{ENV_REDIS_URL} must be a Redis URL such as '
+                              f'redis://127.0.0.1:6379/0: {problem}')
         changes['redis_url'] = url
     if environ.get(ENV_REDIS_PREFIX):
         changes['redis_prefix'] = environ[ENV_REDIS_PREFIX]
     health = environ.get(ENV_HEALTH_CHECKS)
     if health is not None and health != '':
         if health.lower() not in ('0', '1', 'false', 'true', 'no', 'yes', 'off', 'on'):
-            raise ConfigError(f'{ENV_HEALTH_CHECKS} must be 0 or 1 (or false/true), got {health!r}')
+            raise ConfigError(f'{ENV_HEALTH_CHECKS} must be 0 or 1 (or false/true), got {excerpt(health)}')
         changes['health_checks'] = health.lower() in ('1', 'true', 'yes', 'on')
     return replace(config, **changes)
 

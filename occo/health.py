@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Dict, Iterator, Mapping, Optional, Tuple
 
 from occo.plugins.base import string_leaves
-from occo.redact import mask_url
+from occo.redact import mask_url, mask_urls, printable
 from occo.schema import KeySchema, Problem, first, is_int, join
 
 KEYS = KeySchema(optional=('ping', 'ports', 'urls', 'mysqldbs', 'timeout'))
@@ -108,11 +108,17 @@ def check_record(record: 'Instance', variables: Mapping[str, Any]) -> Tuple[Opti
     def render(text: str) -> str:
         return templates.render(text, context, what=f"node '{record.node}': health_check")
     try:
-        return check_instance(record.health_check, context['ip'], render), False
+        return _shown(check_instance(record.health_check, context['ip'], render)), False
     except HealthCheckError as exc:
-        return str(exc), True
+        return _shown(str(exc)), True
     except Exception as exc:  # noqa: BLE001 - a broken check is a failing check
-        return describe_error(exc), False
+        return _shown(describe_error(exc)), False
+
+
+def _shown(reason: Optional[str]) -> Optional[str]:
+    """A reason fit for progress lines, events and ``--events``: every URL in it masked
+    (passwords, secret query values) and control characters escaped."""
+    return None if reason is None else printable(mask_urls(reason))
 
 
 def observe(instance: 'Instance', variables: Mapping[str, Any],
@@ -187,7 +193,7 @@ def _port(address: str, port: int) -> Optional[str]:
 
 def _url(url: str) -> Optional[str]:
     import requests
-    shown = mask_url(url)  # a password in the URL never reaches a message or an event
+    shown = printable(mask_url(url))  # nor a password or token in it a message or an event
     try:
         response = requests.get(url, timeout=URL_TIMEOUT, allow_redirects=True, stream=True)
         response.close()

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple
 
+from occo.redact import excerpt
+
 Path = Tuple[Any, ...]
 
 
@@ -95,7 +97,7 @@ def expect_number(section: Mapping[str, Any], key: str, *, minimum: float = 0,
     value = section[key]
     bounds = f'>= {minimum}' if maximum is None else f'between {minimum} and {maximum}'
     if not is_number(value) or value < minimum or (maximum is not None and value > maximum):
-        return Problem(f"'{key}' must be a number {bounds}, got {value!r}", (key,))
+        return Problem(f"'{key}' must be a number {bounds}, got {excerpt(value)}", (key,))
     return None
 
 
@@ -109,5 +111,32 @@ def type_name(value: Any) -> str:
     if isinstance(value, Sequence) and not isinstance(value, str):
         return 'a list'
     if isinstance(value, str):
-        return f'text {value!r}'
-    return f'{type(value).__name__} {value!r}'
+        return f'text {excerpt(value)}'
+    return f'{type(value).__name__} {excerpt(value)}'
+
+
+MEGABYTE = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds checked before any work is done (configuration section ``limits``)."""
+
+    #: most instances one node may have (its scaling min and max)
+    instances_per_node: int = 10_000
+    #: most instances a build of one infrastructure may create (the sum of its nodes' min)
+    instances_per_infra: int = 100_000
+    #: largest description or node-definition file, in bytes (each file it imports too)
+    file_size: int = 10 * MEGABYTE
+    #: most text one template may render to, in bytes
+    template_bytes: int = 1_000_000
+    #: longest one template may take to render, in seconds
+    template_seconds: float = 10.0
+
+
+def size_text(size: int) -> str:
+    """``10485760`` -> ``10 MB``, ``11534350`` -> ``11.0 MB``, ``500`` -> ``500 bytes``."""
+    for unit, name in ((MEGABYTE, 'MB'), (1024, 'KB')):
+        if size >= unit:
+            return f'{size // unit} {name}' if size % unit == 0 else f'{size / unit:.1f} {name}'
+    return f'{size} bytes'

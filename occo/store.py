@@ -334,6 +334,30 @@ def _replay(first: BaseException, fn: Callable[[], T]) -> Callable[[], T]:
     return attempt
 
 
+
+def redis_url_problem(url: str) -> Optional[str]:
+    """What is wrong with the database number of a Redis URL (``redis://host:port/DB``,
+    ``unix:///path?db=DB``), or ``None``.  redis-py would read ``/abc`` as database 0."""
+    from urllib.parse import parse_qs, unquote, urlsplit
+    try:
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+    except ValueError:
+        return 'it does not parse (expected e.g. redis://127.0.0.1:6379/0)'
+    wanted = []
+    if parts.scheme in ('redis', 'rediss'):
+        path = unquote(parts.path)
+        if path not in ('', '/'):
+            wanted.append(path[1:] if path.startswith('/') else path)
+    wanted.extend(query.get('db', []))
+    for db in wanted:
+        if not (db.isascii() and db.isdigit()):
+            shown = db if len(db) <= 20 else db[:20] + '…'
+            return (f'the database must be a number (e.g. redis://127.0.0.1:6379/0 or '
+                    f'unix:///run/redis.sock?db=0), got {shown!r}')
+    return None
+
+
 class Store:
     """Occopus' records in one Redis database.
 
@@ -412,6 +436,9 @@ class Store:
         :raises StoreError: if the URL is malformed.  The connection is made lazily.
         """
         import redis
+        problem = redis_url_problem(url)
+        if problem:
+            raise StoreError(f'invalid Redis URL {mask_url(url)!r}: {problem}')
         try:
             client = redis.Redis.from_url(url, decode_responses=True,
                                           socket_connect_timeout=CONNECT_TIMEOUT,

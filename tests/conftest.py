@@ -15,7 +15,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 import redis
@@ -130,23 +130,30 @@ def occo(redis_url: str, tmp_path: Path) -> Iterator[Occo]:
     instance.cleanup()
 
 
-def processes_of(marker: str) -> List[int]:
-    """Live (non-zombie) processes whose environment mentions ``marker`` (a local-backend
-    instance carries OCCOPUS_INFRA_ID, OCCOPUS_NODE_ROOT under the test's HOME, ...)."""
-    found = []
+def live_processes() -> Iterator[Tuple[int, Callable[[str], bytes]]]:
+    """Live (non-zombie) processes other than this one, as ``(pid, read)``: ``read(name)`` is
+    the content of ``/proc/<pid>/<name>`` (``b''`` once the process is gone)."""
+    def reader(pid: str) -> Callable[[str], bytes]:
+        def read(name: str) -> bytes:
+            try:
+                with open(f'/proc/{pid}/{name}', 'rb') as stream:
+                    return stream.read()
+            except OSError:
+                return b''
+        return read
     for entry in os.listdir('/proc'):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
-        try:
-            with open(f'/proc/{entry}/stat', 'rb') as stream:
-                if stream.read().rsplit(b')', 1)[1].split()[0] == b'Z':
-                    continue
-            with open(f'/proc/{entry}/environ', 'rb') as stream:
-                if marker.encode() in stream.read():
-                    found.append(int(entry))
-        except (OSError, IndexError):
+        stat = reader(entry)('stat')
+        if not stat or stat.rsplit(b')', 1)[1].split()[:1] == [b'Z']:
             continue
-    return found
+        yield int(entry), reader(entry)
+
+
+def processes_of(marker: str) -> List[int]:
+    """Live (non-zombie) processes whose environment mentions ``marker`` (a local-backend
+    instance carries OCCOPUS_INFRA_ID, OCCOPUS_NODE_ROOT under the test's HOME, ...)."""
+    return [pid for pid, read in live_processes() if marker.encode() in read('environ')]
 
 
 def write(folder: Path, files: Dict[str, str]) -> Path:

@@ -57,8 +57,11 @@ def test_unimplemented_commands_say_so_and_exit_2(occo, command, args):
     ('occopus-destroy', [], 'the following arguments are required: -i/--infra_id'),
     ('occopus-scale', ['-i', 'x'], 'the following arguments are required: -n/--node'),
     ('occopus-import', [], 'the following arguments are required: datafile'),
-    ('occopus-manage', ['-t', 'soon'], "invalid float value: 'soon'"),
+    ('occopus-manage', ['-t', 'soon'], "must be a number of seconds, got 'soon'"),
     ('occopus-build', ['--bogus', 'x.yaml'], 'unrecognized arguments: --bogus'),
+    ('occopus-build', ['-l'], 'unrecognized arguments: -l'),
+    ('occopus-build', ['-l', 'x.yaml'], 'unrecognized arguments: -l'),
+    ('occopus-destroy', ['-x'], 'unrecognized arguments: -x'),
 ])
 def test_usage_errors_exit_2(occo, command, args, fragment):
     result = occo.run(command, *args)
@@ -106,3 +109,11 @@ def test_help_imports_no_heavy_library(occo):
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=occo.env)
     assert result.returncode == 0, result.stderr
     assert result.stdout == '[]\n'
+
+
+def test_an_unknown_option_is_named_rather_than_a_missing_argument(occo):
+    result = occo.run('occopus-build', '-l')
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == 'occopus-build: error: unrecognized arguments: -l'
+    ok = occo.run('occopus-scale', '-i', 'nope', '-n', 'web', '-c', '-1')  # a negative value is no option
+    assert 'unrecognized' not in ok.stderr

@@ -89,12 +89,11 @@ def test_legacy_config_is_read_safely():
     config = load_config(str(LEGACY_HOME / 'occopus_config.yaml'), environ={})
     assert config.redis_url == 'redis://localhost:6379/0'
     assert (config.rest_host, config.rest_port) == ('127.0.0.1', 5000)
-    [warning] = config.warnings
-    assert 'read as an Occopus 1.x configuration file' in warning
-    assert 'components.uds' in warning and 'components.rest' in warning
-    for tag in ('!python_import', '!UDS', '!InfoRouter', 'logging'):
-        assert tag in warning
-    assert 'nothing in it is executed' in warning
+    [warning] = config.warnings  # one short line: every command that reads the file prints it
+    path = str(LEGACY_HOME / 'occopus_config.yaml')
+    assert warning == (f'{path}: read as an Occopus 1.x configuration file (used: components.uds, '
+                       'components.rest; nothing in it is executed)')
+    assert len(warning) - len(path) <= 110
 
 
 @needs_corpus

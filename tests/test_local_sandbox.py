@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from conftest import write
+from conftest import live_processes, write
 from test_build import UUID, assert_gone, built_id, import_ok
 
 from occo.plugins.resources import local as local_module
@@ -50,20 +50,7 @@ def instances(occo, infra_id: str) -> List[dict]:
 
 def processes_with(argument: str) -> List[int]:
     """Live (non-zombie) processes whose command line has ``argument`` as a word."""
-    found = []
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f'/proc/{entry}/stat', 'rb') as stream:
-                if stream.read().rsplit(b')', 1)[1].split()[0] == b'Z':
-                    continue
-            with open(f'/proc/{entry}/cmdline', 'rb') as stream:
-                if argument.encode() in stream.read().split(b'\0'):
-                    found.append(int(entry))
-        except (OSError, IndexError):
-            continue
-    return found
+    return [pid for pid, read in live_processes() if argument.encode() in read('cmdline').split(b'\0')]
 
 
 def wait_for(predicate, bound: float = 30.0) -> None:

@@ -15,7 +15,7 @@ from typing import List, Optional
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, live_processes
 
 from occo.localredis import USAGE, RedisServer, _answers_ping
 
@@ -33,19 +33,10 @@ def servers_on(port: int) -> List[int]:
     """Live (non-zombie) redis-server processes serving ``port`` (redis-server names itself
     ``redis-server 127.0.0.1:<port>``)."""
     found = []
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f'/proc/{entry}/stat', 'rb') as stream:
-                if stream.read().rsplit(b')', 1)[1].split()[0] == b'Z':
-                    continue
-            with open(f'/proc/{entry}/cmdline', 'rb') as stream:
-                cmdline = stream.read().replace(b'\0', b' ').decode(errors='replace')
-        except (OSError, IndexError):
-            continue
+    for pid, read in live_processes():
+        cmdline = read('cmdline').replace(b'\0', b' ').decode(errors='replace')
         if 'redis-server' in cmdline and (f':{port}' in cmdline or f'--port {port} ' in cmdline):
-            found.append(int(entry))
+            found.append(pid)
     return found
 
 

@@ -531,8 +531,6 @@ CASES = [
         'nodes must be a list', at=(INFRA, 'nodes:')),
     dry('scaling-min-text', infra('min: 1', 'min: one'),
         "scaling min of node 'web' must be a whole number", at=(INFRA, 'min: one')),
-    dry('scaling-inverted', infra('min: 1', 'min: 3'),
-        ["scaling of node 'web' is inverted", 'max (2) is less than min (3)'], at=(INFRA, 'max: 2')),
     dry('scaling-min-negative', infra('min: 1', 'min: -1'),
         ["scaling min of node 'web'", '-1'], at=(INFRA, 'min: -1')),
     dry('filter-not-a-mapping', infra('filter:\n      type: ec2', 'filter: ec2'),
@@ -630,6 +628,18 @@ CASES = [
         at=('cloud_init.txt', 'echo {{ name }')),
     dry('scaling-max-zero', infra('min: 1', 'min: 0').replace('max: 2', 'max: 0'),
         "scaling max of node 'web' must be a whole number >= 1, got 0", at=(INFRA, 'max: 0')),
+    dry('scaling-over-limit', infra('min: 1', 'min: 100000000').replace('max: 2', 'max: 100000000'),
+        ["scaling min of node 'web' is 100000000, more than the limit of 10000 instances per node",
+         'raise limits.instances_per_node'], at=(INFRA, 'min: 100000000')),
+    # ---- control characters and names ---------------------------------------------------------
+    dry('nul-byte', infra('greeting: hi', 'greeting: h\x00i'),
+        'the control character \\x00 at column 18 is not allowed in a YAML file', at=(INFRA, 'greeting: h\x00i')),
+    imp('esc-byte', web('instance_type: m1.small', 'instance_type: m1.\x1bsmall'),
+        'the control character \\x1b', at=(NODES, 'instance_type: m1.')),
+    dry('escape-in-infra-name', infra('infra_name: demo-infra', 'infra_name: "demo\\e[2J"'),
+        "infra_name 'demo\\x1b[2J' contains the control character \\x1b", at=(INFRA, 'infra_name')),
+    dry('node-name-dash', infra('name: web', 'name: -rf'),
+        "node '-rf' cannot start with '-'", at=(INFRA, 'name: -rf')),
 ]
 
 

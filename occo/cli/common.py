@@ -6,20 +6,29 @@ that ``-h`` answers at once.
 from __future__ import annotations
 
 import argparse
+import re
 import os
 import sys
 from typing import Any, Callable, List, Optional
 
 from occo import __version__
 from occo.errors import EXIT_ERROR, EXIT_INTERRUPTED, OccoError
+from occo.redact import printable
 
 DEBUG_ENV = 'OCCOPUS_DEBUG'
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with the arguments it quotes in its errors made safe for the terminal."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        super().error(printable(message, keep_newlines=True))
 
 
 def make_parser(prog: str, description: str, *, cfg: bool = True,
                 auth: bool = True) -> argparse.ArgumentParser:
     """An argument parser with the options every command has."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = _Parser(prog=prog, description=description)
     parser.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
     if cfg:
         parser.add_argument('--cfg', dest='cfg_path', metavar='CFG_PATH',
@@ -37,7 +46,10 @@ def add_infra_id(parser: argparse.ArgumentParser, *, required: bool, help: str) 
 
 
 def one_line(text: Any) -> str:
-    return ' '.join(str(text).split('\n'))
+    """``text`` on one line, fit for a terminal: line breaks become spaces and every other
+    control character (ESC, CR, NUL, C1, bidirectional overrides, ...) an escape such as
+    ``\\x1b`` or ``\\u202e``, so that nothing read from an input file can drive the terminal."""
+    return printable(' '.join(str(text).split('\n')))
 
 
 def warn(prog: str, message: str) -> None:
@@ -59,10 +71,28 @@ def _log_warnings(prog: str) -> None:
     logger.propagate = False
 
 
+def _refuse_unknown_options(parser: argparse.ArgumentParser, argv: List[str]) -> None:
+    """An unknown option is the mistake to report, not the positional argument it displaced
+    (``occopus-build -l`` would otherwise say "required: infra_def").  Exits 2 like argparse."""
+    known = parser._option_string_actions  # the options argparse itself accepts
+    for word in argv:
+        if word == '--':
+            return
+        if not word.startswith('-') or word == '-' or re.fullmatch(r'-\d+(\.\d*)?', word):
+            continue
+        name = word.split('=', 1)[0]
+        if name in known or (name.startswith('--') and any(k.startswith(name) for k in known)):
+            continue
+        if not name.startswith('--') and name[:2] in known:
+            continue  # -t5, or short flags run together
+        parser.error(f'unrecognized arguments: {word}')
+
+
 def run(prog: str, parser: argparse.ArgumentParser, command: Callable[[argparse.Namespace], int],
         argv: Optional[List[str]] = None) -> int:
     """Parse ``argv``, run ``command`` and turn every failure into a one-line message and an
     exit code (1 error, 2 usage or not implemented, 130 interrupted); never a traceback."""
+    _refuse_unknown_options(parser, sys.argv[1:] if argv is None else list(argv))
     args = parser.parse_args(argv)
     _log_warnings(prog)
     try:

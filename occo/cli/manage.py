@@ -11,6 +11,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from occo.cli.common import add_infra_id, make_parser, open_session, plural, reporter, run
+from occo.redact import printable
 from occo.errors import EXIT_INTERRUPTED, BuildError, LeaseHeld, UsageError
 
 PROG = 'occopus-manage'
@@ -96,8 +97,9 @@ def print_events(events: List[Dict[str, str]], form: str) -> None:
         node = entry.get('node', '')
         if entry.get('node_id'):
             node += f"/{entry['node_id'][:8]}"
-        print('  '.join(part for part in (when, entry.get('who', '?'), entry.get('event', '?'),
-                                          node, entry.get('reason', '')) if part))
+        print(printable('  '.join(part for part in (when, entry.get('who', '?'),
+                                                    entry.get('event', '?'), node,
+                                                    entry.get('reason', '')) if part)))
 
 
 MIN_INTERVAL = 0.1

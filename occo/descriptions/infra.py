@@ -5,9 +5,11 @@ from collections.abc import Mapping  # isinstance() against typing.Mapping is se
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from occo.descriptions.common import label_problem, schema_error
+from occo.descriptions.common import (control_problem, label_problem, listing, node_name_problem,
+                                      schema_error, suggestion)
 from occo.descriptions.loader import gc_paused, load_yaml_file, load_yaml_text, locate, to_plain
-from occo.schema import is_int, join, type_name
+from occo.redact import excerpt
+from occo.schema import Limits, is_int, join, type_name
 
 TOP_KEYS = ('user_id', 'infra_name', 'nodes', 'dependencies', 'variables')
 NODE_KEYS = ('name', 'type', 'scaling', 'filter', 'variables')
@@ -61,24 +63,34 @@ class InfraDescription:
     warnings: List[str] = field(default_factory=list, compare=False)
 
 
-def load_infra_description(path: str) -> InfraDescription:
+def load_infra_description(path: str, limits: Optional[Limits] = None) -> InfraDescription:
     """Load and check the infrastructure description file at ``path``.
 
-    :raises YAMLFileError: if the file cannot be read or parsed.
-    :raises SchemaError: naming the file, line, node and key, if it breaks the schema.
+    :param limits: file size and instance counts allowed (defaults unless given).
+    :raises YAMLFileError: if the file cannot be read or parsed, or is over the size limit.
+    :raises SchemaError: naming the file, line, node and key, if it breaks the schema or the
+        limits.
     """
+    limits = limits or Limits()
     with gc_paused():
-        return parse_infra_description(load_yaml_file(path), path)
+        return parse_infra_description(load_yaml_file(path, max_size=limits.file_size), path, limits)
 
 
-def parse_infra_description_text(text: str, source: str = '<input>') -> InfraDescription:
+def parse_infra_description_text(text: str, source: str = '<input>',
+                                 limits: Optional[Limits] = None) -> InfraDescription:
     """Like :func:`load_infra_description` for YAML text (e.g. a REST request body)."""
+    limits = limits or Limits()
     with gc_paused():
-        return parse_infra_description(load_yaml_text(text, source), source)
+        return parse_infra_description(load_yaml_text(text, source, max_size=limits.file_size),
+                                       source, limits)
 
 
-def parse_infra_description(data: Any, source: Optional[str] = None) -> InfraDescription:
-    """Check loaded YAML ``data`` against the infrastructure-description schema."""
+def parse_infra_description(data: Any, source: Optional[str] = None,
+                            limits: Optional[Limits] = None) -> InfraDescription:
+    """Check loaded YAML ``data`` against the infrastructure-description schema and
+    ``limits`` (the defaults unless given)."""
+    limits = limits or Limits()
+
     def fail(message: str, container: Any = data, *path: Any) -> None:
         raise schema_error(message, container, path, source)
 
@@ -91,13 +103,16 @@ def parse_infra_description(data: Any, source: Optional[str] = None) -> InfraDes
     warnings = []
     for key in data:
         if key not in TOP_KEYS:
-            fail(f"unknown key '{key}' in infrastructure description (allowed: {join(TOP_KEYS)})",
+            fail(f'unknown key {excerpt(key)} in infrastructure description{suggestion(key, TOP_KEYS)} '
+                 f'(allowed: {join(TOP_KEYS)})',
                  data, key)
     if 'user_id' not in data:
         warnings.append('user_id is not defined in infrastructure description '
                         '(the namespace, by default your user name, is used instead)')
     elif not isinstance(data['user_id'], str):
         fail(f"user_id must be text, got {type_name(data['user_id'])}", data, 'user_id')
+    elif control_problem(data['user_id'], 'user_id'):
+        fail(control_problem(data['user_id'], 'user_id'), data, 'user_id')
     if 'infra_name' not in data:
         fail('infra_name must be defined in infrastructure description')
     problem = label_problem(data['infra_name'], 'infra_name')
@@ -109,13 +124,21 @@ def parse_infra_description(data: Any, source: Optional[str] = None) -> InfraDes
     if not isinstance(raw_nodes, list) or not raw_nodes:
         fail(f'nodes must be a list of at least one node (name, type, ...), got {type_name(raw_nodes)}',
              data, 'nodes')
-    nodes = [_parse_node(raw, raw_nodes, index, fail) for index, raw in enumerate(raw_nodes)]
+    nodes = [_parse_node(raw, raw_nodes, index, fail, warnings, limits)
+             for index, raw in enumerate(raw_nodes)]
     seen: Dict[str, int] = {}
+    total = 0
     for index, node in enumerate(nodes):
         if node.name in seen:
             fail(f"node name '{node.name}' is used twice (nodes {seen[node.name] + 1} and {index + 1}); "
                  'node names must be unique', raw_nodes, index, 'name')
         seen[node.name] = index
+        total += node.scaling.min
+    if total > limits.instances_per_infra:
+        fail(f'the nodes need {total} instances together (the sum of their scaling min), more '
+             f'than the limit of {limits.instances_per_infra} instances per infrastructure; '
+             'raise limits.instances_per_infra in the configuration file to allow more',
+             data, 'nodes')
     variables = _variables(data, fail)
     dependencies = _parse_dependencies(data, raw_nodes, set(seen), fail)
     return InfraDescription(name=data['infra_name'], user_id=data.get('user_id'), nodes=nodes,
@@ -130,39 +153,63 @@ def _variables(container: Mapping[str, Any], fail: Any, *path: Any) -> Dict[str,
     if not isinstance(value, Mapping):
         fail(f'variables must be a mapping of names to values, got {type_name(value)}',
              container, 'variables')
+    _check_variable_names(value, fail)
     return to_plain(value)
 
 
-def _parse_node(raw: Any, raw_nodes: list, index: int, fail: Any) -> NodeDescription:
+def _check_variable_names(value: Any, fail: Any) -> None:
+    """Refuse a variable name (a mapping key, at any depth) with a control character."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            for key, sub in item.items():
+                problem = control_problem(key, 'variable name')
+                if problem:
+                    fail(problem, item, key)
+                if isinstance(sub, (Mapping, list)):
+                    stack.append(sub)
+        elif isinstance(item, list):
+            stack.extend(sub for sub in item if isinstance(sub, (Mapping, list)))
+
+
+def _parse_node(raw: Any, raw_nodes: list, index: int, fail: Any, warnings: List[str],
+                limits: Limits) -> NodeDescription:
     if not isinstance(raw, Mapping):
         fail(f'node {index + 1} must be a mapping with name and type, got {type_name(raw)}',
              raw_nodes, index)
     if 'name' not in raw:
         fail(f'missing key "name" in node {index + 1}', raw_nodes, index)
-    problem = label_problem(raw['name'], 'node')
+    problem = node_name_problem(raw['name'])
     if problem:
         fail(problem, raw, 'name')
     name = raw['name']
     for key in raw:
         if key not in NODE_KEYS:
-            fail(f"unknown key '{key}' in node '{name}' (allowed: {join(NODE_KEYS)})", raw, key)
+            fail(f"unknown key {excerpt(key)} in node '{name}'{suggestion(key, NODE_KEYS)} "
+                 f'(allowed: {join(NODE_KEYS)})', raw, key)
     if 'type' not in raw:
         fail(f"missing key \"type\" in node '{name}' (the name of an imported node definition)", raw)
     if not isinstance(raw['type'], str) or not raw['type']:
         fail(f"type of node '{name}' must be the name of a node definition, got "
              f"{type_name(raw['type'])}", raw, 'type')
+    problem = control_problem(raw['type'], f"type of node '{name}'")
+    if problem:
+        fail(problem, raw, 'type')
     node_filter = raw.get('filter')
     if node_filter is None:
         node_filter = {}
     elif not isinstance(node_filter, Mapping):
         fail(f"unknown type of filter in node '{name}' - has to be a dict! "
              '(e.g. filter: {type: ec2, instance_type: m1.small})', raw, 'filter')
-    return NodeDescription(name=name, type=raw['type'], scaling=_parse_scaling(raw, name, fail),
+    return NodeDescription(name=name, type=raw['type'],
+                           scaling=_parse_scaling(raw, name, fail, warnings, limits),
                            filter=to_plain(node_filter), variables=_variables(raw, fail),
                            line=getattr(raw, 'yaml_line', None))
 
 
-def _parse_scaling(raw: Mapping[str, Any], name: str, fail: Any) -> Scaling:
+def _parse_scaling(raw: Mapping[str, Any], name: str, fail: Any, warnings: List[str],
+                   limits: Limits) -> Scaling:
     scaling = raw.get('scaling')
     if scaling is None:
         return Scaling()
@@ -171,16 +218,25 @@ def _parse_scaling(raw: Mapping[str, Any], name: str, fail: Any) -> Scaling:
              f'got {type_name(scaling)}', raw, 'scaling')
     for key in scaling:
         if key not in SCALING_KEYS:
-            fail(f"unknown key '{key}' in scaling of node '{name}' (allowed: min, max)", scaling, key)
+            fail(f"unknown key {excerpt(key)} in scaling of node '{name}' (allowed: min, max)",
+                 scaling, key)
     for key in SCALING_KEYS:
         if key in scaling and not (is_int(scaling[key]) and scaling[key] >= (0 if key == 'min' else 1)):
             fail(f"scaling {key} of node '{name}' must be a whole number >= 1"
-                 f"{' (0 is taken as 1)' if key == 'min' else ''}, got {scaling[key]!r}", scaling, key)
+                 f"{' (0 is taken as 1)' if key == 'min' else ''}, got {excerpt(scaling[key])}",
+                 scaling, key)
+        if key in scaling and scaling[key] > limits.instances_per_node:
+            fail(f"scaling {key} of node '{name}' is {scaling[key]}, more than the limit of "
+                 f'{limits.instances_per_node} instances per node; raise '
+                 'limits.instances_per_node in the configuration file to allow more', scaling, key)
     low = max(scaling.get('min', 1), 1)  # min 0 means 1, as in the original: never zero instances
     high = scaling.get('max', low)
-    if high < low:
-        fail(f"scaling of node '{name}' is inverted: max ({high}) is less than min ({low}); "
-             'set max >= min', scaling, 'max')
+    if high < low:  # the original raises max to min; so do we, and say so
+        where, line = locate(scaling, ('max',))
+        at = f'{where}:{line}: ' if where and line else f'{where}: ' if where else ''
+        warnings.append(f"{at}scaling of node '{name}': max ({high}) is less than min ({low}); "
+                        f'max is taken as {low}')
+        high = low
     return Scaling(min=low, max=high)
 
 
@@ -225,9 +281,12 @@ def _parse_dependencies(data: Mapping[str, Any], raw_nodes: list, names: set,
             if end is None:
                 fail(f'dependency {number} must name nodes (by name or YAML alias), '
                      f'got {type_name(ref)}', *where)
+            problem = control_problem(end, f'dependency {number} names node')
+            if problem:
+                fail(problem, *where)
             if end not in names:
-                fail(f"dependency {number} names node '{end}', which is not declared in nodes "
-                     f'(declared: {join(sorted(names))})', *where)
+                fail(f"dependency {number} names node {excerpt(end)}, which is not declared in nodes"
+                     f"{suggestion(end, names)} (declared: {listing(sorted(names))})", *where)
         if ends[0] == ends[1]:
             fail(f"dependency {number}: node '{ends[0]}' cannot depend on itself", *where)
         result.append(Dependency(dependent=ends[0], dependee=ends[1], mappings=mappings, extra=extra,

@@ -35,6 +35,8 @@ import yaml
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 from occo.errors import YAMLFileError
+from occo.redact import control_character, excerpt
+from occo.schema import Limits, size_text
 
 #: Most values that aliases may add to a document once expanded ("billion laughs" guard); the
 #: values written out in the text do not count, so big documents without aliases always load.
@@ -42,6 +44,8 @@ MAX_VALUES = 200_000
 #: Deepest nesting of mappings and lists a document may have (well below both libyaml's limit
 #: and what the pure-Python parser and our own recursive helpers can handle).
 MAX_DEPTH = 300
+#: Largest file (and largest sum of a file and the files it imports) read by default.
+MAX_FILE_SIZE = Limits().file_size
 FILE_SCHEME = 'file://'
 STR_TAG = 'tag:yaml.org,2002:str'
 MERGE_TAG = 'tag:yaml.org,2002:merge'
@@ -136,8 +140,9 @@ class _Occo:
     }
 
     def setup(self, source: str, stack: Tuple[str, ...], lenient_tags: bool,
-              ignored_tags: Optional[Set[str]]) -> None:
+              ignored_tags: Optional[Set[str]], budget: Optional['_Budget'] = None) -> None:
         self.source = source
+        self.budget = budget if budget is not None else _Budget(MAX_FILE_SIZE)
         self.stack = stack
         self.lenient_tags = lenient_tags
         self.ignored_tags = ignored_tags if ignored_tags is not None else set()
@@ -171,9 +176,9 @@ class _OccoLoader(_Occo, yaml.SafeLoader):
     """SafeLoader with Occopus' import tags, located containers and strict duplicate keys."""
 
     def __init__(self, stream: str, source: str, stack: Tuple[str, ...], lenient_tags: bool,
-                 ignored_tags: Optional[Set[str]]) -> None:
+                 ignored_tags: Optional[Set[str]], budget: Optional['_Budget'] = None) -> None:
         yaml.SafeLoader.__init__(self, stream)
-        self.setup(source, stack, lenient_tags, ignored_tags)
+        self.setup(source, stack, lenient_tags, ignored_tags, budget)
 
 
 def _libyaml_limits_nesting() -> bool:
@@ -196,9 +201,9 @@ if getattr(yaml, '__with_libyaml__', False) and _libyaml_limits_nesting():
         """The same on libyaml's C parser (same nodes and marks, much faster)."""
 
         def __init__(self, stream: str, source: str, stack: Tuple[str, ...], lenient_tags: bool,
-                     ignored_tags: Optional[Set[str]]) -> None:
+                     ignored_tags: Optional[Set[str]], budget: Optional['_Budget'] = None) -> None:
             yaml.CSafeLoader.__init__(self, stream)
-            self.setup(source, stack, lenient_tags, ignored_tags)
+            self.setup(source, stack, lenient_tags, ignored_tags, budget)
 
     FAST_LOADER = _OccoCLoader
 
@@ -227,7 +232,7 @@ def _construct_map(loader: Any, node: MappingNode) -> Iterable[LDict]:
                 raise loader.error(key_node, 'a mapping key must be a plain value, not a list or mapping')
         line = key_node.start_mark.line + 1
         if key in own_lines:
-            raise loader.error(key_node, f'duplicate key {key!r} (first given at line {own_lines[key]}); '
+            raise loader.error(key_node, f'duplicate key {excerpt(key)} (first given at line {own_lines[key]}); '
                                          'remove one of them')
         own_lines[key] = line
         keys.append(key)
@@ -272,11 +277,15 @@ def _import_path(loader: Any, node: Any, tag: str) -> str:
     else:
         raise loader.error(node, f'{tag} needs a mapping with a url, e.g. {tag} {{url: file://x.yaml}}')
     if not isinstance(url, str) or not url.startswith(FILE_SCHEME):
-        raise loader.error(node, f"{tag} supports only file:// URLs, got {url!r} "
+        raise loader.error(node, f"{tag} supports only file:// URLs, got {excerpt(url)} "
                                  "(write file://relative/path or file:///absolute/path)")
+    found = control_character(url)
+    if found:
+        raise loader.error(node, f'{tag} URL {excerpt(url)} contains the control character '
+                                 f'{found}; a file name must be printable text')
     path = os.path.expanduser(url[len(FILE_SCHEME):])
     if not path:
-        raise loader.error(node, f'{tag} URL {url!r} names no file')
+        raise loader.error(node, f'{tag} URL {excerpt(url)} names no file')
     if not os.path.isabs(path):
         path = os.path.normpath(os.path.join(os.path.dirname(loader.source), path))
     return path
@@ -288,17 +297,62 @@ def _read_imported(loader: Any, node: Any, tag: str) -> Tuple[str, str]:
         chain = ' -> '.join(list(loader.stack) + [os.path.abspath(path)])
         raise loader.error(node, f'{tag} cycle: {chain}')
     try:
-        with open(path, encoding='utf-8') as stream:
-            return path, stream.read()
+        return path, _read_text(path, loader.budget)
+    except _TooBig as exc:
+        raise loader.error(node, f"{tag} cannot read '{path}': {exc}") from None
     except OSError as exc:
         raise loader.error(node, f"{tag} cannot read '{path}': {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise loader.error(node, f"{tag} cannot read '{path}': not UTF-8 text") from None
+    except ValueError:  # a NUL in the path
+        raise loader.error(node, f'{tag} cannot read {excerpt(path)}: its name holds a NUL '
+                                 'character') from None
+
+
+class _TooBig(Exception):
+    """A file (or a file with its imports) is larger than the file-size limit."""
+
+
+class _Budget:
+    """What one document may still read: :attr:`limit` bytes for the file and the files it
+    imports together."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+
+    def too_big(self, size: Optional[int] = None) -> _TooBig:
+        if size and size > self.limit:
+            what = f'it is {size_text(size)}, more than'
+        elif self.left < self.limit:
+            what = 'with the files read before it, it is more than'
+        else:
+            what = 'it is larger than'
+        return _TooBig(f'{what} the limit of {size_text(self.limit)} for a description or '
+                       'node-definition file; raise limits.file_size in the configuration file '
+                       'to allow it')
+
+
+def _read_text(path: str, budget: _Budget) -> str:
+    """The UTF-8 text of ``path`` (line ends made ``\\n`` as in text mode), read only as far
+    as ``budget`` allows: a bigger file is refused before it is parsed, or even read whole."""
+    with open(path, 'rb') as stream:
+        try:
+            size = os.fstat(stream.fileno()).st_size
+        except OSError:
+            size = 0
+        if size > budget.left:
+            raise budget.too_big(size)
+        data = stream.read(budget.left + 1)  # pipes and devices tell no size: read to the limit
+        if len(data) > budget.left:
+            raise budget.too_big()
+    budget.left -= len(data)
+    return data.decode('utf-8').replace('\r\n', '\n').replace('\r', '\n')
 
 
 def _construct_yaml_import(loader: Any, node: Any) -> Any:
     path, text = _read_imported(loader, node, '!yaml_import')
-    return _load(text, path, loader.stack, loader.lenient_tags, loader.ignored_tags)
+    return _load(text, path, loader.stack, loader.lenient_tags, loader.ignored_tags, loader.budget)
 
 
 def _construct_text_import(loader: Any, node: Any) -> LStr:
@@ -331,7 +385,7 @@ def _checked_scalar(what: str) -> Any:
         try:
             return construct(loader, node)
         except (ValueError, TypeError, KeyError, AttributeError):
-            raise loader.error(node, f'{loader.construct_scalar(node)!r} is not a valid !!{what} '
+            raise loader.error(node, f'{excerpt(loader.construct_scalar(node))} is not a valid !!{what} '
                                      f'value; write a valid one or remove the tag') from None
     return checked
 
@@ -399,43 +453,70 @@ def gc_paused() -> Iterator[None]:
 
 
 def _load(text: str, source: str, stack: Tuple[str, ...], lenient_tags: bool,
-          ignored_tags: Optional[Set[str]]) -> Any:
+          ignored_tags: Optional[Set[str]], budget: Optional[_Budget] = None) -> Any:
     with gc_paused():
-        return _load_document(text, source, stack, lenient_tags, ignored_tags)
+        return _load_document(text, source, stack, lenient_tags, ignored_tags, budget)
 
 
 def _load_document(text: str, source: str, stack: Tuple[str, ...], lenient_tags: bool,
-                   ignored_tags: Optional[Set[str]]) -> Any:
+                   ignored_tags: Optional[Set[str]], budget: Optional[_Budget] = None) -> Any:
     stack = stack + (os.path.abspath(source),)
     # libyaml takes a tab for a space where the pure-Python parser refuses it ("a:<tab>b"): text
     # with a tab anywhere is parsed the pure-Python way, so that it loads (or not) the same
     # everywhere, with or without libyaml.
     if FAST_LOADER is not None and '\t' not in text:
         try:
-            return _construct(FAST_LOADER, text, source, stack, lenient_tags, ignored_tags)
+            return _construct(FAST_LOADER, text, source, stack, lenient_tags, ignored_tags,
+                              _copy_budget(budget))
         except YAMLFileError:
             raise  # ours: the same whichever parser found it
         except (yaml.YAMLError, ValueError, RecursionError):
             pass  # libyaml's words: let the pure-Python parser say what is wrong, as always
     try:
-        return _construct(_OccoLoader, text, source, stack, lenient_tags, ignored_tags)
+        return _construct(_OccoLoader, text, source, stack, lenient_tags, ignored_tags, budget)
     except RecursionError:
         raise YAMLFileError('the document nests too deeply', source=source) from None
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(exc, text, source) from None
     except yaml.MarkedYAMLError as exc:
         raise _syntax_error(exc, source) from None
     except yaml.YAMLError as exc:
         raise YAMLFileError(f'YAML error: {str(exc).splitlines()[0]}', source=source) from None
 
 
+def _copy_budget(budget: Optional[_Budget]) -> Optional[_Budget]:
+    """A copy for a first attempt (with libyaml) that may be thrown away: what its imports
+    read counts only if it succeeds."""
+    if budget is None:
+        return None
+    copy = _Budget(budget.limit)
+    copy.left = budget.left
+    return copy
+
+
 def _construct(cls: type, text: str, source: str, stack: Tuple[str, ...], lenient_tags: bool,
-               ignored_tags: Optional[Set[str]]) -> Any:
-    loader = cls(text, source, stack, lenient_tags, ignored_tags)
+               ignored_tags: Optional[Set[str]], budget: Optional[_Budget] = None) -> Any:
+    loader = cls(text, source, stack, lenient_tags, ignored_tags, budget)
     try:
         data = loader.get_single_data()
     finally:
         loader.dispose()
     _check_size(data, source)
     return data
+
+
+def _reader_error(exc: 'yaml.reader.ReaderError', text: str, source: str) -> YAMLFileError:
+    """A character YAML does not allow (NUL, ESC, other control characters), at its line."""
+    position = exc.position if isinstance(exc.position, int) and 0 <= exc.position <= len(text) else None
+    if position is None:
+        return YAMLFileError(f'YAML error: {str(exc).splitlines()[0]}', source=source)
+    line = text.count('\n', 0, position) + 1
+    column = position - (text.rfind('\n', 0, position) + 1) + 1
+    character = exc.character if isinstance(exc.character, str) else text[position:position + 1]
+    shown = f'\\x{ord(character):02x}' if ord(character) < 0x100 else f'\\u{ord(character):04x}'
+    return YAMLFileError(f'the control character {shown} at column {column} is not allowed in a '
+                         'YAML file (write it as an escape inside double quotes, e.g. "\\e", or '
+                         'remove it)', source=source, line=line)
 
 
 def _syntax_error(exc: yaml.MarkedYAMLError, source: str) -> YAMLFileError:
@@ -463,30 +544,42 @@ def _syntax_error(exc: yaml.MarkedYAMLError, source: str) -> YAMLFileError:
 
 
 def load_yaml_text(text: str, source: str = '<input>', *, lenient_tags: bool = False,
-                   ignored_tags: Optional[Set[str]] = None) -> Any:
+                   ignored_tags: Optional[Set[str]] = None, max_size: int = MAX_FILE_SIZE) -> Any:
     """Parse YAML ``text``; imports resolve relative to the directory of ``source``.
 
-    :raises YAMLFileError: on a syntax error, a refused tag or an unreadable import.
+    :param max_size: most bytes the text and the files it imports may hold together.
+    :raises YAMLFileError: on a syntax error, a refused tag, an unreadable import, or text over
+        ``max_size``.
     """
-    return _load(text, source, (), lenient_tags, ignored_tags)
+    budget = _Budget(max_size)
+    size = len(text.encode('utf-8', 'surrogatepass')) if len(text) * 4 > max_size else len(text)
+    if size > max_size:
+        raise YAMLFileError(str(budget.too_big(size)), source=source)
+    budget.left -= size
+    return _load(text, source, (), lenient_tags, ignored_tags, budget)
 
 
 def load_yaml_file(path: str, *, lenient_tags: bool = False,
-                   ignored_tags: Optional[Set[str]] = None) -> Any:
-    """Read and parse the YAML file at ``path`` (see :func:`load_yaml_text`).
+                   ignored_tags: Optional[Set[str]] = None, max_size: int = MAX_FILE_SIZE) -> Any:
+    """Read and parse the YAML file at ``path`` (see :func:`load_yaml_text`); a file over
+    ``max_size`` bytes is refused before it is parsed.
 
-    :raises YAMLFileError: if the file cannot be read or parsed.
+    :raises YAMLFileError: if the file cannot be read or parsed, or is too big.
     """
+    budget = _Budget(max_size)
     try:
-        with open(path, encoding='utf-8') as stream:
-            text = stream.read()
+        text = _read_text(path, budget)
+    except _TooBig as exc:
+        raise YAMLFileError(str(exc), source=path) from None
     except IsADirectoryError:
         raise YAMLFileError('is a directory, expected a YAML file', source=path) from None
     except OSError as exc:
         raise YAMLFileError(f'cannot read file: {exc.strerror or exc}', source=path) from None
     except UnicodeDecodeError:
         raise YAMLFileError('cannot read file: not UTF-8 text', source=path) from None
-    return load_yaml_text(text, path, lenient_tags=lenient_tags, ignored_tags=ignored_tags)
+    except ValueError:  # a NUL in the path
+        raise YAMLFileError('cannot read file: its name holds a NUL character', source=path) from None
+    return _load(text, path, (), lenient_tags, ignored_tags, budget)
 
 
 def locate(obj: Any, path: Iterable[Any] = ()) -> Tuple[Optional[str], Optional[int]]:

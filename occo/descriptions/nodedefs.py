@@ -8,10 +8,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from occo import health, plugins, templates
-from occo.descriptions.common import schema_error
-from occo.descriptions.loader import load_yaml_file, to_plain
+from occo.descriptions.common import control_problem, listing, schema_error, suggestion
+from occo.descriptions.loader import MAX_FILE_SIZE, load_yaml_file, to_plain
 from occo.errors import SchemaError
 from occo.plugins.base import string_leaves
+from occo.redact import excerpt
 from occo.schema import Problem, join, type_name
 
 PREFIX = 'node_def:'
@@ -73,13 +74,15 @@ class NodeDefinition:
                    implementations=[Implementation(**impl) for impl in data['implementations']])
 
 
-def load_node_definitions(path: str) -> Dict[str, NodeDefinition]:
+def load_node_definitions(path: str, max_size: int = MAX_FILE_SIZE) -> Dict[str, NodeDefinition]:
     """Load and check every node definition of the file at ``path`` (all or nothing).
 
-    :raises YAMLFileError: if the file or a file it imports cannot be read or parsed.
+    :param max_size: most bytes the file (with the files it imports) may hold.
+    :raises YAMLFileError: if the file or a file it imports cannot be read or parsed, or is
+        over ``max_size``.
     :raises SchemaError: for the first definition that breaks the schema.
     """
-    return parse_node_definitions(load_yaml_file(path), path)
+    return parse_node_definitions(load_yaml_file(path, max_size=max_size), path)
 
 
 def parse_node_definitions(data: Any, source: Optional[str] = None) -> Dict[str, NodeDefinition]:
@@ -93,9 +96,12 @@ def parse_node_definitions(data: Any, source: Optional[str] = None) -> Dict[str,
     result = {}
     for key, value in data.items():
         if not isinstance(key, str) or not key.startswith(PREFIX) or key == PREFIX:
-            raise schema_error(f"in node '{key}': Node definition must begin with "
+            raise schema_error(f"in node {excerpt(key)}: Node definition must begin with "
                                "'node_def:<nodename>'!", data, (key,), source)
         name = key[len(PREFIX):]
+        problem = control_problem(name, 'node definition name')
+        if problem:
+            raise schema_error(problem, data, (key,), source)
         if not isinstance(value, list) or not value or not all(isinstance(i, Mapping) for i in value):
             raise schema_error(f"in node '{name}': Node definition has to be a list of dictionaries! "
                                '(one per implementation, each with a resource section)',
@@ -124,6 +130,7 @@ def _check_implementation(name: str, index: int, impl: Mapping[str, Any],
             raise fail(section, Problem(f'the section must be a mapping, got {type_name(impl[section])}',
                                         (section,)))
     classes = {}
+    sections = {section: impl[section] for section in SECTIONS if section in impl}
     for section, (group, what, missing_type) in PLUGIN_SECTIONS.items():
         if section not in impl:
             continue
@@ -132,8 +139,11 @@ def _check_implementation(name: str, index: int, impl: Mapping[str, Any],
             raise fail(section, Problem(missing_type), body)
         cls = plugins.plugin_class(group, body['type']) if isinstance(body['type'], str) else None
         if cls is None:
-            raise fail(section, Problem(f"Unknown {what} {body['type']!r} "
-                                        f'(known: {join(plugins.plugin_names(group))})', ('type',)), body)
+            known = plugins.plugin_names(group)
+            raise fail(section, Problem(f"Unknown {what} {excerpt(body['type'])}"
+                                        f"{suggestion(body['type'], known)} "
+                                        f'(known: {listing(known)})', ('type',)), body)
+        body = sections[section] = cls.without_blanks(body)
         problem = cls.check(body)
         if problem:
             raise fail(section, problem, body)
@@ -142,12 +152,12 @@ def _check_implementation(name: str, index: int, impl: Mapping[str, Any],
         problem = health.check_section(impl['health_check'])
         if problem:
             raise fail('health_check', problem, impl['health_check'])
-    problem = classes['resource'].check_context(impl.get('contextualisation'))
+    problem = classes['resource'].check_context(sections.get('contextualisation'))
     if problem:
-        context = impl.get('contextualisation')
+        context = sections.get('contextualisation')
         raise fail('contextualisation' if context is not None else 'resource', problem,
-                   context if context is not None else impl['resource'])
-    plain = Implementation(**{section: to_plain(impl[section]) for section in SECTIONS if section in impl})
+                   context if context is not None else sections['resource'])
+    plain = Implementation(**{section: to_plain(body) for section, body in sections.items()})
     for section, path, text in _templates(plain, classes.get('contextualisation')):
         error = templates.syntax_error(text)
         if error is None:

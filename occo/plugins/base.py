@@ -1,6 +1,7 @@
 """What every plugin class declares: its type name, the keys of its section, extra checks."""
 from __future__ import annotations
 
+import copy
 import itertools
 from typing import Any, ClassVar, Iterable, Iterator, Mapping, Optional, Tuple
 
@@ -25,6 +26,19 @@ class Plugin:
     def validate(cls, section: Mapping[str, Any]) -> Iterable[Optional[Problem]]:
         """Extra checks of ``section`` beyond its keys; yield problems (or ``None``)."""
         return ()
+
+    @classmethod
+    def without_blanks(cls, section: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``section`` without the optional keys left empty (``key_name:``), which the original
+        took as not given, as the tutorials rely on; the same object if there are none (a copy
+        of the same class otherwise, so that a loaded section keeps its lines)."""
+        blank = [key for key in cls.keys.optional if key in section and section[key] is None]
+        if not blank:
+            return section
+        result = copy.copy(section)
+        for key in blank:
+            del result[key]
+        return result
 
     @classmethod
     def check(cls, section: Mapping[str, Any]) -> Optional[Problem]:

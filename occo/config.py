@@ -21,7 +21,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from occo.errors import AuthError, ConfigError
-from occo.redact import excerpt
+from occo.plugins.base import string_leaves
+from occo.redact import excerpt, remember_secrets
 from occo.schema import Limits, type_name
 
 ENV_CONFIG_PATH = 'OCCOPUS_CONFIG_PATH'
@@ -413,7 +414,9 @@ class AuthData:
         if not matches:
             return None
         environ = os.environ if environ is None else environ
-        return _expand(entries[matches[0]]['auth_data'], environ, self.source, section, matches[0])
+        found = _expand(entries[matches[0]]['auth_data'], environ, self.source, section, matches[0])
+        remember_secrets(value for _, value in string_leaves(found))
+        return found
 
 
 def describe_target(section: Mapping[str, Any]) -> str:
@@ -467,4 +470,8 @@ def load_auth_data(cli_path: Optional[str] = None,
             if not isinstance(entry, Mapping) or not isinstance(entry.get('auth_data'), Mapping):
                 raise _fail(f"entry {index + 1} of '{key}' needs an auth_data mapping "
                             '(plus selector keys such as type and endpoint)', entries, index)
-    return AuthData(source=path, sections=to_plain(data))
+    sections = to_plain(data)
+    remember_secrets(value for key in AUTH_SECTIONS for entry in sections.get(key) or ()
+                     for _, value in string_leaves(entry.get('auth_data'))
+                     if '${' not in value)
+    return AuthData(source=path, sections=sections)

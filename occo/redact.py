@@ -11,7 +11,7 @@ Light on purpose: the command-line layer imports it before parsing its arguments
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 from urllib.parse import unquote, urlsplit
 
 MASK = '***'
@@ -30,6 +30,28 @@ _CONTROLS = re.compile('[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u20
                        '\u202a-\u202e\u2066-\u2069\ufeff]')
 _CONTROLS_AND_LF = re.compile('[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029'
                               '\u202a-\u202e\u2066-\u2069\ufeff]')
+
+
+#: Values the authentication data holds: masked wherever a URL or a message shows them.
+_KNOWN: set = set()
+SHORTEST_SECRET = 4  # shorter values would mask common words
+
+
+def remember_secrets(values: Iterable[Any]) -> None:
+    """Mask these values (credentials from ``auth_data.yaml``) in every URL and message
+    passed through :func:`mask_url` or :func:`mask_urls` from now on."""
+    for value in values:
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and \
+                len(str(value)) >= SHORTEST_SECRET:
+            _KNOWN.add(str(value))
+
+
+def mask_known(text: str) -> str:
+    """``text`` with every remembered secret value replaced by ``***``."""
+    for secret in sorted(_KNOWN, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
 
 
 def is_secret_name(name: str) -> bool:
@@ -73,12 +95,12 @@ def mask_url(url: str) -> str:
     query = _mask_parameters(parts.query)
     fragment = _mask_parameters(parts.fragment)
     if (netloc, query, fragment) == (parts.netloc, parts.query, parts.fragment):
-        return url
+        return mask_known(url)
     head = f'{parts.scheme}:' if parts.scheme else ''
     if parts.netloc or url[len(head):].startswith('//'):
         head += '//'  # kept as written: urlunsplit would turn unix:///sock into unix:/sock
-    return (head + netloc + parts.path + (f'?{query}' if query else '')
-            + (f'#{fragment}' if fragment else ''))
+    return mask_known(head + netloc + parts.path + (f'?{query}' if query else '')
+                      + (f'#{fragment}' if fragment else ''))
 
 
 _URL_IN_TEXT = re.compile(r'\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\'"<>]+')
@@ -87,7 +109,7 @@ _URL_IN_TEXT = re.compile(r'\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\'"<>]+')
 def mask_urls(text: str) -> str:
     """``text`` with every URL in it passed through :func:`mask_url` (for messages that quote
     a URL among other words, e.g. an exception's)."""
-    return _URL_IN_TEXT.sub(lambda match: mask_url(match.group(0)), text)
+    return mask_known(_URL_IN_TEXT.sub(lambda match: mask_url(match.group(0)), text))
 
 
 def _escape(match: 're.Match[str]') -> str:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, TypeVar
 
 from occo.errors import LeaseHeld, LeaseLost, StoreError
-from occo.redact import mask_url
+from occo.redact import mask_known, mask_url
 
 DEFAULT_PREFIX = 'occo:'
 #: how long a call keeps trying while Redis is unreachable (or still loading its data)
@@ -279,7 +279,7 @@ def event(kind: str, node: Optional[str] = None, node_id: Optional[str] = None,
     if node_id:
         entry['node_id'] = node_id
     if reason:
-        entry['reason'] = reason
+        entry['reason'] = mask_known(reason)  # credentials never reach the event stream
     return entry
 
 

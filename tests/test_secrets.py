@@ -215,3 +215,19 @@ def test_health_check_url_token_is_masked_in_progress_lines(occo, tmp_path):
     assert 'TOPSECRET42' not in result.stderr + result.stdout
     assert (f'http://127.0.0.1:{port}/?token=***&page=1 does not answer (ConnectionError)'
             in result.stderr), result.stderr
+
+
+def test_values_of_the_authentication_data_are_masked_wherever_a_url_shows_them(tmp_path, monkeypatch):
+    from occo import redact
+    from occo.config import load_auth_data
+    monkeypatch.setattr(redact, '_KNOWN', set())
+    monkeypatch.setenv('OCCO_TEST_SECRET', 'from-the-environment-42')
+    auth = tmp_path / 'auth.yaml'
+    auth.write_text('resource:\n  - type: dummy\n    auth_data: {username: someone, '
+                    'password: cOrrect-h0rse, other: "${OCCO_TEST_SECRET}"}\n')
+    data = load_auth_data(str(auth), environ={'OCCO_TEST_SECRET': 'from-the-environment-42'})
+    url = 'http://10.0.0.1:8099/status?p=cOrrect-h0rse&q=from-the-environment-42'
+    assert redact.mask_url(url) == 'http://10.0.0.1:8099/status?p=***&q=from-the-environment-42'
+    data.find('resource', {'type': 'dummy'}, environ={'OCCO_TEST_SECRET': 'from-the-environment-42'})
+    assert redact.mask_url(url) == 'http://10.0.0.1:8099/status?p=***&q=***'
+    assert redact.mask_urls(f'GET {url} failed') == 'GET http://10.0.0.1:8099/status?p=***&q=*** failed'

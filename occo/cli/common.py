@@ -13,7 +13,7 @@ from typing import Any, Callable, List, Optional
 
 from occo import __version__
 from occo.errors import EXIT_ERROR, EXIT_INTERRUPTED, OccoError
-from occo.redact import printable
+from occo.redact import mask_known, printable
 
 DEBUG_ENV = 'OCCOPUS_DEBUG'
 
@@ -49,7 +49,7 @@ def one_line(text: Any) -> str:
     """``text`` on one line, fit for a terminal: line breaks become spaces and every other
     control character (ESC, CR, NUL, C1, bidirectional overrides, ...) an escape such as
     ``\\x1b`` or ``\\u202e``, so that nothing read from an input file can drive the terminal."""
-    return printable(' '.join(str(text).split('\n')))
+    return printable(mask_known(' '.join(str(text).split('\n'))))
 
 
 def warn(prog: str, message: str) -> None:

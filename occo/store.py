@@ -700,20 +700,10 @@ class Store:
 
     # -- instances ---------------------------------------------------------------------------
 
-    def put_instances(self, infra_id: str, records: Iterable[Mapping[str, Any]],
-                      events: Iterable[Mapping[str, str]] = ()) -> None:
-        """Write instance records (whole, by node id) and events in one round trip."""
-        self.write(infra_id, records=records, events=events)
-
     def instances(self, infra_id: str) -> Dict[str, Dict[str, Any]]:
         """Every instance record of an infrastructure, by node id."""
         raw = self._call(lambda: self.client.hgetall(instances_key(self.prefix, infra_id)))
         return {node_id: json.loads(value) for node_id, value in raw.items()}
-
-    def remove_instances(self, infra_id: str, node_ids: Sequence[str],
-                         events: Iterable[Mapping[str, str]] = ()) -> None:
-        """Forget instances (after their resources are dropped), with events."""
-        self.write(infra_id, removed=node_ids, events=events)
 
     # -- scaling requests (no lease needed: appended atomically) -----------------------------
 

@@ -12,10 +12,11 @@ covers a whole create, call included; ``call_timeout`` bounds states, drop and f
 per endpoint, transient errors retried with backoff (each retry is an event).
 
 Readiness = the resource is running, its config manager is done, and its health checks pass
-(:func:`occo.instances.judge` decides).  A :class:`Monitor` thread polls the clouds for the
-instances being waited for, one batched call per (cloud, endpoint), backing off with the time
-waited (an instance is seen ready within about a fifth of its wait; polls are 0.1 s to 10 s
-apart), runs health checks on a bounded pool, and writes what changed in one round trip.
+(:func:`occo.instances.judge` decides).  A :class:`~occo.monitor.Monitor` thread polls the
+clouds for the instances being waited for, one batched call per (cloud, endpoint), backing off
+with the time waited (an instance is seen ready within about a fifth of its wait; polls are
+0.1 s to 10 s apart), runs health checks on a bounded pool, and writes what changed in one
+round trip.
 
 Instance records are written (state ``creating``) before a cloud is called, so a build killed
 at any point leaves nothing untraceable; and the executor keeps its own journal of what the

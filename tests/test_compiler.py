@@ -84,14 +84,18 @@ nodes:
                               'depend on it: added the dependency [client, server]']
 
 
-def test_literal_calls_count_even_in_branches_not_taken():
-    graph = compile_text("""
+# node a's templates ask for b and c (see the definitions above)
+ASKS_FOR_B_AND_C = """
 infra_name: literal
 nodes:
   - {name: a, type: literal}
   - {name: b, type: plain}
   - {name: c, type: plain}
-""")
+"""
+
+
+def test_literal_calls_count_even_in_branches_not_taken():
+    graph = compile_text(ASKS_FOR_B_AND_C)
     assert sorted((e.dependent, e.dependee) for e in graph.edges) == [('a', 'b'), ('a', 'c')]
     assert graph.levels == [['b', 'c'], ['a']]
 
@@ -188,14 +192,7 @@ def test_graph_round_trips_through_json():
 
 def test_an_inferred_edge_counts_for_the_next_address_asked_for():
     # 'a' asks for b and c; b depends on c, so once a depends on b it depends on c too
-    graph = compile_text("""
-infra_name: literal
-nodes:
-  - {name: a, type: literal}
-  - {name: b, type: plain}
-  - {name: c, type: plain}
-dependencies: [[b, c]]
-""")
+    graph = compile_text(ASKS_FOR_B_AND_C + 'dependencies: [[b, c]]\n')
     assert [(e.dependent, e.dependee, e.inferred) for e in graph.edges] == [('b', 'c', False),
                                                                            ('a', 'b', True)]
     assert graph.warnings == ["node 'a' uses the address of 'b' in its templates but does not depend "

@@ -146,15 +146,17 @@ class Calls:
                 call.value = value
             finally:
                 slot.release()
-                with self._lock:
+                with self._lock:  # done and abandoned are decided together, never both missed
                     late = call.abandoned
-                    self._abandoned.discard(thread)
-                call.done.set()
-            if late and call.error is None and on_late is not None:
-                try:
+                    call.done.set()
+            try:
+                if late and call.error is None and on_late is not None:
                     on_late(call.value)
-                except Exception:  # noqa: BLE001 - still tagged: destroy finds it
-                    pass
+            except Exception:  # noqa: BLE001 - still tagged: destroy finds it
+                pass
+            finally:  # out only once what it made is dropped: wait_abandoned waits for that
+                with self._lock:
+                    self._abandoned.discard(thread)
 
         thread = self._threads.run(run)
         given_up = False

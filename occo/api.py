@@ -429,11 +429,7 @@ class Occopus:
         try:
             executor.create_all([CreateNode(old.node, tuple(graph.nodes[old.node].depends_on))])
         except BuildError as exc:
-            failed = {f.node_id for f in exc.failures if f.node_id}
-            leftovers = {k: Instance.from_json(r) for k, r in
-                         executor.store.instances(executor.infra_id).items() if k in failed}
-            if leftovers:
-                executor.drop_all(leftovers)
+            executor.drop_failed(exc.failures)
             raise BuildError(exc.failures, note=keep) from None
         failures = executor.drop_all({old.node_id: old})
         if failures:

@@ -477,6 +477,16 @@ class Executor:
             failures.append(Failure(instance.node, instance.node_id, reason))
         return failures
 
+    def drop_failed(self, failures: Sequence[Failure]) -> List[Failure]:
+        """Drop what the instances of ``failures`` left in the clouds (from their stored
+        records: a failed instance may still hold a resource)."""
+        failed = {f.node_id for f in failures if f.node_id}
+        if not failed:
+            return []
+        leftovers = {key: Instance.from_json(record)
+                     for key, record in self.store.instances(self.infra_id).items() if key in failed}
+        return self.drop_all(leftovers) if leftovers else []
+
     def _drop_walk(self, records: Mapping[str, Instance]) -> _Walk:
         """A drop waits for the node vertices of the nodes that depend on its own."""
         walk = _Walk()

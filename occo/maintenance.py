@@ -220,11 +220,7 @@ def _create(executor: Executor, plan: Plan, stop: Optional[threading.Event],
         return [i for i in ready if i.node_id not in old], []
     except BuildError as exc:
         failures, ready = exc.failures, exc.ready
-    failed_ids = {f.node_id for f in failures if f.node_id}
-    leftovers = {node_id: Instance.from_json(record) for node_id, record in executor.store.instances(
-        executor.infra_id).items() if node_id in failed_ids}
-    if leftovers:
-        executor.drop_all(leftovers)
+    executor.drop_failed(failures)
     return [i for i in ready if i.node_id not in old], failures
 
 

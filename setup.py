@@ -28,7 +28,7 @@ EXTRAS = {
     'docker': ['docker>=6.0'],
     'mysql': ['PyMySQL>=1.0'],
     'rest': ['fastapi>=0.100', 'uvicorn>=0.22'],
-    'test': ['pytest>=7.0', 'pytest-xdist>=3.0'],
+    'test': ['pytest>=7.0', 'pytest-xdist>=3.0', 'moto[server]>=5.0'],
 }
 EXTRAS['all'] = sorted({req for name, reqs in EXTRAS.items() if name != 'test' for req in reqs})
 

@@ -25,6 +25,7 @@ the lease is gone.
 """
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -32,7 +33,8 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence,
+                    Tuple)
 
 from occo import health, plugins
 from occo.calls import Calls
@@ -536,41 +538,57 @@ class Executor:
         killed between the cloud's answer and the record's update); with ``everything``, also
         add resources of the infrastructure that no record knows."""
         waiting = {i.node_id: i for i in records.values() if not i.instance_id}
-        types = {i.resource_type for i in waiting.values() if i.resource_type}
-        if everything:
-            types |= {i.resource_type for i in records.values() if i.resource_type}
-            types |= self._candidate_types()
+        sections = self._sections(records.values() if everything else waiting.values(), everything)
         known_ids = {i.instance_id for i in records.values() if i.instance_id}
-        for resource_type in sorted(types):
+        for resource_type in sorted(sections):
             handler = self.runtime.handler(resource_type)
+            resources = list(sections[resource_type].values())
             found = self._call(f'the find call on {resource_type}', None,
-                               lambda: handler.find(self.infra_id), handler=handler,
-                               resource={}, seconds_=self.call_timeout,
+                               lambda: handler.find(self.infra_id, resources), handler=handler,
+                               resource=resources[0] if resources else {},
+                               seconds_=self.call_timeout,
                                limit=f'call_timeout ({seconds(self.call_timeout)})')
             for entry in found:
-                if entry['instance_id'] in known_ids:
+                if entry.instance_id in known_ids:
                     continue
-                record = waiting.get(entry.get('node_id'))
+                record = waiting.get(entry.node_id or '')
                 if record is not None and not record.instance_id:
-                    record.instance_id = entry['instance_id']
+                    record.instance_id = entry.instance_id
+                    record.extra.update(entry.extra)
                 elif everything:
-                    records[f"untracked:{entry['instance_id']}"] = Instance(
-                        node_id=entry.get('node_id') or entry['instance_id'],
-                        node=entry.get('node') or '?', infra_id=self.infra_id,
-                        resource_type=resource_type, instance_id=entry['instance_id'],
-                        untracked=True)
-                known_ids.add(entry['instance_id'])
+                    records[f'untracked:{resource_type}:{entry.instance_id}'] = Instance(
+                        node_id=entry.node_id or entry.instance_id, node=entry.node or '?',
+                        infra_id=self.infra_id, resource_type=resource_type,
+                        resource=dict(entry.resource), instance_id=entry.instance_id,
+                        extra=dict(entry.extra, what=entry.what), untracked=True)
+                known_ids.add(entry.instance_id)
 
-    def _candidate_types(self) -> set:
-        """Every resource type an instance of this infrastructure could have been made on."""
-        types = set()
-        for node in self.graph.nodes.values():
-            for index in node.candidates:
-                try:
-                    types.add(self.resolver.implementation(node.name, index).resource['type'])
-                except (KeyError, IndexError):
-                    continue
-        return {t for t in types if getattr(plugins.plugin_class(plugins.RESOURCES, t), 'buildable', False)}
+    def _sections(self, instances: Iterable[Instance], everything: bool
+                  ) -> Dict[str, Dict[str, Dict[str, Any]]]:
+        """The distinct resource sections to look for tagged resources with, by type: those
+        of ``instances`` and, with ``everything``, those of every implementation a node of
+        the infrastructure may use (buildable types only)."""
+        found: Dict[str, Dict[str, Dict[str, Any]]] = {}
+
+        def add(resource_type: str, section: Mapping[str, Any]) -> None:
+            if resource_type and self._buildable(resource_type):
+                found.setdefault(resource_type, {})[
+                    json.dumps(section, sort_keys=True, default=str)] = dict(section)
+        for instance in instances:
+            add(instance.resource_type, instance.resource)
+        if everything:
+            for node in self.graph.nodes.values():
+                for index in node.candidates:
+                    try:
+                        section = self.resolver.implementation(node.name, index).resource
+                    except (KeyError, IndexError):
+                        continue
+                    add(section.get('type', ''), section)
+        return found
+
+    @staticmethod
+    def _buildable(resource_type: str) -> bool:
+        return getattr(plugins.plugin_class(plugins.RESOURCES, resource_type), 'buildable', False)
 
     # -- when the store cannot be trusted ----------------------------------------------------
 

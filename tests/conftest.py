@@ -33,6 +33,10 @@ MODULES = {
 }
 USER = 'occotest'
 
+# Cloud peers (moto_server, the Keystone/Nova peer, podman's Docker API): session fixtures,
+# started once per test process when a test asks for them.
+pytest_plugins = ['peer_ec2', 'peer_nova', 'peer_docker']
+
 
 @pytest.fixture(scope='session')
 def redis_url() -> Iterator[str]:

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from typing import (Any, Callable, ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence,
                     Tuple)
 
-from occo.errors import NotImplementedYet
+from occo.errors import AuthError, NotImplementedYet
 from occo.instances import CloudState, Instance, ResourceStatus
 from occo.plugins.base import Plugin
+from occo.redact import mask_urls, printable
 from occo.schema import KeySchema, Problem, expect_number
 
 PENDING = CloudState.PENDING
@@ -82,6 +83,24 @@ class Created:
     state: Optional[CloudState] = None
 
 
+@dataclass
+class Found:
+    """A resource a cloud holds for an infrastructure, found by its tags (:meth:`ResourceHandler.find`).
+
+    ``resource`` is the resource section it can be dropped with (at least what names its
+    endpoint); ``extra`` what the handler's :meth:`~ResourceHandler.drop` needs beside the id
+    (for example which kind of resource it is); ``what`` says it to a person (``server``,
+    ``volume``, ``floating IP 203.0.113.5``).
+    """
+
+    instance_id: str
+    node_id: Optional[str] = None
+    node: Optional[str] = None
+    resource: Dict[str, Any] = field(default_factory=dict)
+    extra: Dict[str, Any] = field(default_factory=dict)
+    what: str = 'resource'
+
+
 class ResourceHandler(Plugin):
     """Base of resource handlers.
 
@@ -119,6 +138,26 @@ class ResourceHandler(Plugin):
             if key not in self._clients:
                 self._clients[key] = self.make_client(endpoint, credentials)
             return self._clients[key]
+
+    def credentials(self, resource: Mapping[str, Any]) -> Dict[str, Any]:
+        """The credentials of ``resource`` from ``auth_data.yaml`` (exactly one entry whose
+        selector keys all equal the section's).
+
+        :raises AuthError: if no entry matches (or more than one does).
+        """
+        found = self.ctx.credentials(resource)
+        if found is None:
+            where = resource.get('endpoint') or resource.get('name') or ''
+            raise AuthError(f"Cannot find credentials for {self.type} {printable(str(where))}".rstrip()
+                            + f': add an entry with type: {self.type} (and endpoint) to the '
+                            "resource section of auth_data.yaml")
+        return found
+
+    def cloud_said(self, resource: Mapping[str, Any], said: Any) -> str:
+        """``<type> at <endpoint>: <what the cloud said>`` on one line, without secrets: the
+        text of a handler's errors (the engine adds the node)."""
+        text = ' '.join(str(said).split())
+        return mask_urls(printable(f'{self.type} at {self.endpoint(resource)}: {text}'))[:1000]
 
     def make_client(self, endpoint: str, credentials: Optional[Mapping[str, Any]]) -> Any:
         """A new client of the cloud SDK (handlers that have one override this)."""
@@ -163,7 +202,12 @@ class ResourceHandler(Plugin):
         """Destroy the resource of an instance; dropping what is gone is not an error."""
         raise self._not_implemented()
 
-    def find(self, infra_id: str) -> List[Dict[str, Any]]:
-        """Resources this cloud holds for ``infra_id`` (found by their tags), as minimal
-        instance records: ``node_id``, ``node``, ``instance_id``."""
+    def find(self, infra_id: str, resources: Sequence[Mapping[str, Any]]) -> List[Found]:
+        """Every resource this cloud holds for ``infra_id``, found by its tags (servers,
+        and also volumes or addresses left without one), so that a build killed between the
+        cloud's create and the store's write leaves nothing behind.
+
+        :param resources: the resource sections of this type the infrastructure uses or may
+            use (distinct; ask each endpoint and credentials once).
+        """
         return []

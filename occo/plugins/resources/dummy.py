@@ -38,8 +38,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 from occo.errors import CloudError, TransientCloudError
 from occo.instances import Instance
 from occo.plugins.resources.base import (
-    FAILED, PENDING, RUNNING, SHUTDOWN, CreateRequest, Created, ResourceHandler, ResourceStatus,
-    resource_keys)
+    FAILED, PENDING, RUNNING, SHUTDOWN, CreateRequest, Created, Found, ResourceHandler,
+    ResourceStatus, resource_keys)
 from occo.schema import Problem, expect_number
 
 
@@ -139,5 +139,6 @@ class DummyHandler(ResourceHandler):
         time.sleep(float(resource.get('drop_time') or 0))
         self.cloud.delete(instance.instance_id)
 
-    def find(self, infra_id: str) -> List[Dict[str, Any]]:
-        return self.cloud.find(infra_id)
+    def find(self, infra_id: str, resources: Sequence[Mapping[str, Any]]) -> List[Found]:
+        return [Found(entry['instance_id'], entry.get('node_id'), entry.get('node'))
+                for entry in self.cloud.find(infra_id)]

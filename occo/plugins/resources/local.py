@@ -49,8 +49,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from occo.errors import OccoError
 from occo.instances import Instance
 from occo.plugins.resources.base import (
-    FAILED, PENDING, RUNNING, SHUTDOWN, CreateRequest, Created, ResourceHandler, ResourceStatus,
-    resource_keys)
+    FAILED, PENDING, RUNNING, SHUTDOWN, CreateRequest, Created, Found, ResourceHandler,
+    ResourceStatus, resource_keys)
 from occo.redact import mask_url
 from occo.schema import KeySchema, Problem, is_template
 
@@ -412,8 +412,9 @@ class LocalHandler(ResourceHandler):
                 pass
         self.cloud.delete(resource_id, local.get('address'))
 
-    def find(self, infra_id: str) -> List[Dict[str, Any]]:
-        return self.cloud.find(infra_id)
+    def find(self, infra_id: str, resources: Sequence[Mapping[str, Any]]) -> List[Found]:
+        return [Found(entry['instance_id'], entry.get('node_id'), entry.get('node'))
+                for entry in self.cloud.find(infra_id)]
 
 
 def _program(step: str) -> str:

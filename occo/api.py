@@ -478,6 +478,22 @@ class Occopus:
                 self._tear_down(executor, report)
         return len(instances)
 
+    def destroy_plan(self, infra_id: str, *, report: Optional[Warn] = None) -> List[Instance]:
+        """What :meth:`destroy` would drop, without dropping anything or taking the lease:
+        every recorded instance, and every resource the clouds hold tagged with the
+        infrastructure's id that no record knows (``untracked``; a build killed between the
+        cloud's create and the store's write).  Dependents come first, as destroy drops them.
+
+        :raises OccoError: if the infrastructure is unknown or a cloud cannot be asked.
+        """
+        report = report or self.warn
+        record = self._known(check_infra_id(infra_id))
+        graph, nodedefs = self._stored_graph(record)
+        executor = self._executor(self.store, graph, nodedefs, None, None, report)
+        found = executor.teardown_records(_instances(self.store.instances(infra_id)))
+        order = {name: i for i, name in enumerate(graph.order)}
+        return sorted(found.values(), key=lambda i: (i.untracked, -order.get(i.node, -1), i.node_id))
+
     def _not_being_destroyed(self, infra_id: str) -> None:
         """:raises OccoError: if a destroy of the infrastructure began (and failed or died):
         building it up again would undo what it dropped."""

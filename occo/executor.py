@@ -479,6 +479,14 @@ class Executor:
             failures.append(Failure(instance.node, instance.node_id, reason))
         return failures
 
+    def teardown_records(self, records: Mapping[str, Instance]) -> Dict[str, Instance]:
+        """What a teardown of the infrastructure would drop: ``records`` (every record it has)
+        with id-less ones matched to their resources by tag, plus every tagged resource no
+        record knows (``untracked``).  Asks the clouds; changes nothing."""
+        records = dict(records)
+        self._match_tags(records, everything=True)
+        return records
+
     def drop_failed(self, failures: Sequence[Failure]) -> List[Failure]:
         """Drop what the instances of ``failures`` left in the clouds (from their stored
         records: a failed instance may still hold a resource)."""

@@ -277,6 +277,14 @@ def test_creating_instances_are_found_by_their_tags(occo, tmp_path):
         occo.redis.hset(key, node_id, json.dumps(record))
     occo.redis.hset(f'{occo.prefix}dummycloud', 'dummy-' + 'f' * 32, json.dumps(
         {'state': 'running', 'infra_id': 'tagged', 'node_id': 'never-recorded', 'node': 'n0'}))
+    listed = occo.run('occopus-destroy', '--dry-run', '-i', 'tagged')
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0] == ('dry run: nothing is dropped. occopus-destroy -i tagged would drop '
+                        '3 recorded instances and 1 resource no record knows:')
+    assert lines[-1] == f"  untracked  dummy resource dummy-{'f' * 32}  tagged for node n0 (never-recorded)"
+    assert len([line for line in lines if line.startswith('  creating   dummy resource dummy-')]) == 3
+    assert len(occo.dummy_cloud('tagged')) == 4 and occo.redis.hlen(key) == 3  # nothing dropped
     destroyed = occo.run('occopus-destroy', '-i', 'tagged')
     assert destroyed.returncode == 0, destroyed.stderr
     assert destroyed.stderr.count('dropped (dummy-') == 4

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from occo.errors import AuthError, ConfigError
 from occo.plugins.base import string_leaves
-from occo.redact import excerpt, remember_secrets
+from occo.redact import excerpt, mask_urls, printable, remember_secrets
 from occo.schema import Limits, type_name
 
 ENV_CONFIG_PATH = 'OCCOPUS_CONFIG_PATH'
@@ -407,7 +407,7 @@ class AuthData:
         matches = [i for i, entry in enumerate(entries)
                    if all(k in resolved and resolved[k] == v for k, v in entry.items() if k != 'auth_data')]
         if len(matches) > 1:
-            numbers = ', '.join(str(i + 1) for i in matches)
+            numbers = ', '.join(f'{i + 1} ({_selectors(entries[i])})' for i in matches)
             raise AuthError(f"Cannot determine authorization information: entries {numbers} of "
                             f"'{section}' all match {describe_target(resolved)}; add selector keys "
                             '(e.g. endpoint) so that exactly one matches', source=self.source)
@@ -423,6 +423,12 @@ def describe_target(section: Mapping[str, Any]) -> str:
     """A secret-free description of a resource or config_management section."""
     parts = [f"{k} '{section[k]}'" for k in ('type', 'endpoint', 'name') if k in section]
     return ', '.join(parts) or 'the section'
+
+
+def _selectors(entry: Mapping[str, Any]) -> str:
+    """The selector keys of an auth-data entry, for messages (never its auth_data)."""
+    keys = [f'{k}: {printable(mask_urls(excerpt(str(v), 60)))}' for k, v in entry.items() if k != 'auth_data']
+    return ', '.join(keys) or 'no selector keys: it matches everything'
 
 
 def _expand(value: Any, environ: Mapping[str, str], source: Optional[str], section: str,

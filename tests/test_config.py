@@ -187,7 +187,7 @@ def test_auth_ambiguity_is_an_error_without_secrets(auth):
     with pytest.raises(AuthError) as info:
         auth.find('resource', {'type': 'nova', 'name': 'special', 'endpoint': 'https://keystone'})
     message = str(info.value)
-    assert 'entries 3, 4' in message and "type 'nova', endpoint 'https://keystone', name 'special'" in message
+    assert "entries 3 (type: 'nova'), 4 (type: 'nova', name: 'special')" in message and "type 'nova', endpoint 'https://keystone', name 'special'" in message
     assert 'secret' not in message.replace('auth.yaml', '')
 
 

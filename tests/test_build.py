@@ -324,13 +324,14 @@ def test_parallel_build_starts_a_node_when_its_own_dependencies_are_ready(occo, 
 # -- what cannot be built, and what must not be waited for or contacted ----------------------------
 
 def test_a_cloud_that_cannot_be_built_yet_is_refused_before_anything_is_created(occo, tmp_path):
-    infra = one_node(occo, tmp_path, 'vm', "resource: {type: ec2, endpoint: 'https://ec2.x', "
-                                           'regionname: r, image_id: i, instance_type: t}\n')
+    infra = one_node(occo, tmp_path, 'vm', "resource: {type: cloudsigma, endpoint: 'https://cs.x', "
+                                           'libdrive_id: d, description: {cpu: 1, mem: 1, '
+                                           'vnc_password: v}}\n')
     before = occo.snapshot()
     result = occo.run('occopus-build', infra)
     assert result.returncode == 2
     assert result.stderr == (f"occopus-build: error: {tmp_path}/infra.yaml:3: node 'vm': implementation "
-                             "#0 of 'vm' uses resource type 'ec2', which can be checked, planned and "
+                             "#0 of 'vm' uses resource type 'cloudsigma', which can be checked, planned and "
                              'rendered but not yet built in this release (a filter can choose another '
                              'implementation)\n')
     assert occo.snapshot() == before

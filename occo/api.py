@@ -445,7 +445,7 @@ class Occopus:
         out = executor.calls.wait_abandoned(self.config.call_timeout)
         failures = executor.drop_all(_instances(store.instances(infra_id)), everything=True)
         if out:
-            failures.append(Failure('?', None, f'{out} create call(s) given up on had not returned '
+            failures.append(Failure('', None, f'{out} create call(s) given up on had not returned '
                                     f'after {self.config.call_timeout:g} s; what they make is '
                                     'found by its tags'))
         if failures:

@@ -62,6 +62,8 @@ class Failure:
     reason: str
 
     def __str__(self) -> str:
+        if not self.node:  # not about one node (a cloud that could not be asked)
+            return self.reason
         instance = f' (instance {self.node_id[:8]})' if self.node_id else ''
         reason = self.reason
         if reason.startswith(f"node '{self.node}': "):
@@ -135,6 +137,9 @@ class Executor:
         #: torn down from here when the store cannot be trusted any more
         self.journal: Dict[str, Instance] = {}
         self.created = 0  # resources the clouds made (whether or not they became ready)
+        #: node ids whose create call ended in an error: the handler made nothing (or removed
+        #: it), and a late answer of an abandoned call is dropped as it comes
+        self.refused: set = set()
         self._lock = threading.Lock()
 
     # -- cloud calls -----------------------------------------------------------------------
@@ -326,11 +331,16 @@ class Executor:
         request = CreateRequest(infra_id=self.infra_id, infra_name=self.graph.infra_name,
                                 node=node, node_id=node_id, resource=resolved.resource,
                                 context=resolved.context)
-        created: Created = self._call(
-            f'the create call on {handler.type}', instance, lambda: handler.create(request),
-            handler=handler, resource=resolved.resource, seconds_=timeout,
-            limit=f'create_timeout ({seconds(timeout)})', cancelled=request.cancelled,
-            on_late=lambda late: self._drop_late(handler, instance, late))
+        try:
+            created: Created = self._call(
+                f'the create call on {handler.type}', instance, lambda: handler.create(request),
+                handler=handler, resource=resolved.resource, seconds_=timeout,
+                limit=f'create_timeout ({seconds(timeout)})', cancelled=request.cancelled,
+                on_late=lambda late: self._drop_late(handler, instance, late))
+        except Exception:
+            with self._lock:
+                self.refused.add(node_id)
+            raise
         instance.state = State.PENDING
         instance.instance_id = created.instance_id
         instance.addresses = list(created.addresses)
@@ -456,7 +466,9 @@ class Executor:
         also asked for resources no record knows at all, and those are dropped too.  Returns
         the instances that could not be dropped (their records are kept)."""
         records = dict(records)
-        self._match_tags(records, everything)
+        unasked = self._match_tags(records, everything)
+        kept = {f.node_id for f in unasked}
+        records = {key: i for key, i in records.items() if i.node_id not in kept}
         walk = self._drop_walk(records)
         walker: Walker[Vertex] = Walker(walk.order, walk.depends_on, limit=self.parallelism,
                                         deadline=lambda v: None if v[0] == 'n' else
@@ -471,7 +483,7 @@ class Executor:
                 result = walker.walk(visit)
             finally:
                 gone.flush()
-        failures = []
+        failures = unasked
         for vertex, exc in result.failed.items():
             instance = walk.instances[vertex]
             reason = f'could not be dropped: {describe_error(exc)}'
@@ -541,27 +553,44 @@ class Executor:
         with self._lock:
             self.journal.pop(instance.node_id, None)
 
-    def _match_tags(self, records: Dict[str, Instance], everything: bool) -> None:
+    def _match_tags(self, records: Dict[str, Instance], everything: bool) -> List[Failure]:
         """Give id-less records the id of the resource their cloud holds for them (a build
         killed between the cloud's answer and the record's update); with ``everything``, also
-        add resources of the infrastructure that no record knows."""
+        add resources of the infrastructure that no record knows.
+
+        A cloud that cannot be asked does not stop the others; it is warned about, and the
+        failures returned name the records of its type whose create was under way (what they
+        made is not known, so they must not be forgotten)."""
         waiting = {i.node_id: i for i in records.values() if not i.instance_id}
         sections = self._sections(records.values() if everything else waiting.values(), everything)
         known_ids = {i.instance_id for i in records.values() if i.instance_id}
+        unasked: List[Failure] = []
         for resource_type in sorted(sections):
             handler = self.runtime.handler(resource_type)
             resources = list(sections[resource_type].values())
-            found = self._call(f'the find call on {resource_type}', None,
-                               lambda: handler.find(self.infra_id, resources), handler=handler,
-                               resource=resources[0] if resources else {},
-                               seconds_=self.call_timeout,
-                               limit=f'call_timeout ({seconds(self.call_timeout)})')
+            try:
+                found = self._call(f'the find call on {resource_type}', None,
+                                   lambda: handler.find(self.infra_id, resources), handler=handler,
+                                   resource=resources[0] if resources else {},
+                                   seconds_=self.call_timeout,
+                                   limit=f'call_timeout ({seconds(self.call_timeout)})')
+            except OccoError as exc:
+                self.report(f'warning: cannot look for resources tagged with infrastructure '
+                            f'{self.infra_id} on {resource_type}: {describe_error(exc)}; what a '
+                            'killed build may have left there is not removed')
+                unasked += [Failure(i.node, i.node_id, 'its create call was under way and its '
+                                    f'resource cannot be looked up by its tags: {describe_error(exc)}')
+                            for i in records.values() if not i.instance_id and not i.untracked
+                            and i.state == State.CREATING and i.resource_type == resource_type
+                            and i.node_id not in self.refused]
+                continue
             for entry in found:
                 if entry.instance_id in known_ids:
                     continue
                 record = waiting.get(entry.node_id or '')
                 if record is not None and not record.instance_id:
                     record.instance_id = entry.instance_id
+                    record.resource = {**entry.resource, **record.resource}
                     record.extra.update(entry.extra)
                 elif everything:
                     records[f'untracked:{resource_type}:{entry.instance_id}'] = Instance(
@@ -570,6 +599,7 @@ class Executor:
                         resource=dict(entry.resource), instance_id=entry.instance_id,
                         extra=dict(entry.extra, what=entry.what), untracked=True)
                 known_ids.add(entry.instance_id)
+        return unasked
 
     def _sections(self, instances: Iterable[Instance], everything: bool
                   ) -> Dict[str, Dict[str, Dict[str, Any]]]:

@@ -445,3 +445,12 @@ def docker_peer() -> Iterator[PodmanPeer]:
         yield peer
     finally:
         peer.stop()
+
+
+@pytest.fixture
+def local_image(docker_peer: PodmanPeer) -> PodmanPeer:
+    """The peer with the test image present (a tutorial test removes it to import it again)."""
+    if docker_peer.podman('image', 'exists', f'{IMAGE}:latest').returncode != 0:
+        imported = docker_peer.podman('import', str(docker_peer.folder / 'image.tar'), f'{IMAGE}:latest')
+        assert imported.returncode == 0, imported.stderr
+    return docker_peer

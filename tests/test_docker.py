@@ -5,6 +5,7 @@ the engine's states read."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
@@ -91,15 +92,6 @@ def one_line_error(result) -> str:
     assert result.returncode == 1, report
     assert 'Traceback' not in result.stderr, report
     return result.stderr.splitlines()[-1]
-
-
-@pytest.fixture
-def local_image(docker_peer: PodmanPeer) -> PodmanPeer:
-    """The peer with the test image present (a tutorial test removes it to import it again)."""
-    if docker_peer.podman('image', 'exists', f'{IMAGE}:latest').returncode != 0:
-        imported = docker_peer.podman('import', str(docker_peer.folder / 'image.tar'), f'{IMAGE}:latest')
-        assert imported.returncode == 0, imported.stderr
-    return docker_peer
 
 
 # -- the tutorials -----------------------------------------------------------------------------
@@ -320,6 +312,21 @@ def test_killed_build_leaves_a_container_that_destroy_finds_by_its_labels(occo, 
                             'node n (never-recorded)')
         assert len(lines) == 3
         assert len(local_image.containers(infra)) == 2  # nothing dropped
+
+        # While the engine cannot be asked, the record whose create was under way is kept
+        # (what it made is not known), and so is the infrastructure.
+        os.rename(proxy.path, proxy.path + '.away')
+        try:
+            failed = occo.run('occopus-destroy', '-i', infra)
+        finally:
+            os.rename(proxy.path + '.away', proxy.path)
+        assert failed.returncode == 1, failed.stderr
+        assert re.search(r"^occopus-destroy: error: node 'n' \(instance \w{8}\): its create call was "
+                         r'under way and its resource cannot be looked up by its tags: docker at '
+                         r'unix://\S+: listing containers: there is no socket at \S+: start .*; they are still '
+                         rf'recorded: run occopus-destroy -i {infra} again once the cloud answers$',
+                         failed.stderr, re.M), failed.stderr
+        assert records(occo, infra) and len(local_image.containers(infra)) == 2
 
         destroyed = occo.run('occopus-destroy', '-i', infra)
         assert destroyed.returncode == 0, destroyed.stderr

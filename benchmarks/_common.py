@@ -9,7 +9,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -93,3 +93,23 @@ def arguments(argv: Optional[List[str]] = None) -> Dict[str, float]:
     parser.add_argument('--sequential', action='store_true',
                         help='build one instance at a time (the default mode of occopus-build)')
     return vars(parser.parse_args(argv))
+
+
+def cloud_summary(nodes: int, built: Dict[str, Any], destroyed: Dict[str, Any],
+                  build_calls: Dict[str, int], destroy_calls: Dict[str, int]) -> Dict[str, Any]:
+    """The fields every cloud benchmark prints: the build's and the destroy's wall time,
+    cloud calls (per node and by action or route), Redis commands per node, the build's CPU
+    time and peak RSS (``built``/``destroyed``: what :meth:`Bench.measure` returned)."""
+    return {
+        'wall_s': round(built['wall_s'], 3),
+        'cloud_calls': sum(build_calls.values()),
+        'cloud_calls_per_node': round(sum(build_calls.values()) / nodes, 2),
+        'cloud_calls_by_action': build_calls,
+        'redis_commands': built['redis_commands'],
+        'redis_commands_per_node': round(built['redis_commands'] / nodes, 2),
+        'cpu_s': round(built['cpu_s'], 3), 'peak_rss_mb': round(built['peak_rss_mb'], 1),
+        'destroy_wall_s': round(destroyed['wall_s'], 3),
+        'destroy_cloud_calls_per_node': round(sum(destroy_calls.values()) / nodes, 2),
+        'destroy_cloud_calls_by_action': destroy_calls,
+        'destroy_redis_commands_per_node': round(destroyed['redis_commands'] / nodes, 2),
+    }

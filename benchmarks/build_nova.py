@@ -17,7 +17,7 @@ import sys
 import urllib.request
 from typing import Any, Dict
 
-from _common import ROOT, Bench, arguments, command, write_dummy_infra
+from _common import ROOT, Bench, arguments, cloud_summary, command, write_dummy_infra
 
 sys.path.insert(0, str(ROOT / 'tests'))
 from novapeer import IMAGE_ID, NETWORK_ID, USERS  # noqa: E402
@@ -99,27 +99,15 @@ def main() -> None:
         after = peer.calls()
         left = peer.admin(f'/_peer/state?project={PROJECT}')
     build_calls, destroy_calls = spent(start, built), spent(built, after)
-    print(json.dumps({
+    print(json.dumps(dict({
         'benchmark': 'build_nova', 'nodes': nodes, 'levels': args['levels'],
         'boot_time_s': args['boot_time'], 'floating_ip': extra['floating_ip'],
         'volume_size': extra['volume_size'],
         'mode': 'sequential' if args['sequential'] else 'parallel',
-        'parallelism': 1 if args['sequential'] else args['parallelism'],
-        'wall_s': round(result['wall_s'], 3),
-        'cloud_calls': sum(build_calls.values()),
-        'cloud_calls_per_node': round(sum(build_calls.values()) / nodes, 2),
-        'cloud_calls_by_route': build_calls,
-        'redis_commands': result['redis_commands'],
-        'redis_commands_per_node': round(result['redis_commands'] / nodes, 2),
-        'cpu_s': round(result['cpu_s'], 3), 'peak_rss_mb': round(result['peak_rss_mb'], 1),
-        'servers_built': servers,
-        'destroy_wall_s': round(destroyed['wall_s'], 3),
-        'destroy_cloud_calls_per_node': round(sum(destroy_calls.values()) / nodes, 2),
-        'destroy_cloud_calls_by_route': destroy_calls,
-        'destroy_redis_commands_per_node': round(destroyed['redis_commands'] / nodes, 2),
-        'left_after_destroy': sum(len(left[k]) for k in ('servers', 'volumes', 'floating_ips')),
-    }))
-
+        'parallelism': 1 if args['sequential'] else args['parallelism']},
+        **cloud_summary(nodes, result, destroyed, build_calls, destroy_calls),
+        servers_built=servers,
+        left_after_destroy=sum(len(left[k]) for k in ('servers', 'volumes', 'floating_ips')))))
 
 if __name__ == '__main__':
     main()

@@ -62,6 +62,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process(process: Optional[subprocess.Popen], grace: float = 10) -> None:
+    """Stop a child process: SIGTERM, then SIGKILL if it is still there after ``grace`` s."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=grace)
+
+
 def redis_server_binary() -> str:
     found = shutil.which('redis-server') or next(
         (os.path.join(d, 'redis-server') for d in SEARCH_PATH
@@ -173,13 +184,7 @@ class RedisServer:
         raise RedisServerError(f'redis-server would not start (see {self.workdir}/redis.log)')
 
     def stop(self, remove: bool = True) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
         if remove and self._own_workdir and self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
@@ -167,3 +168,14 @@ def write(folder: Path, files: Dict[str, str]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return folder
+
+
+def kill_build_when(occo: 'Occo', held: 'threading.Event', *args: str) -> None:
+    """Start ``occopus-build ARGS``, wait until ``held`` is set (a test proxy holds a cloud's
+    answer: the resource exists, its record has no id yet) and SIGKILL the build."""
+    build = occo.popen('occopus-build', *args)
+    try:
+        assert held.wait(60), build.communicate(timeout=5)
+    finally:
+        build.kill()
+        build.communicate(timeout=30)

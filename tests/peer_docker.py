@@ -40,6 +40,8 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
+from occo.localredis import stop_process
+
 IMAGE = 'busybox_helloworld'
 START_SH = """#!/bin/sh
 echo "$message" > /tmp/message
@@ -362,13 +364,7 @@ class PodmanPeer:
             self.podman('rm', '-a', '-f', '-t', '0')
         except (OSError, subprocess.TimeoutExpired):
             pass
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
         # conmon (and exec sessions' conmon) of our containers: found by our folder
         for pid in _processes_mentioning(str(self.folder)):
             try:

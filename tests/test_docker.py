@@ -15,11 +15,12 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from conftest import CORPUS, write
+from conftest import CORPUS, kill_build_when, write
 from peer_docker import IMAGE, HoldingProxy, PodmanPeer
 from test_build import built_id, import_ok
 
 from occo.instances import CloudState
+from occo.plugins.resources.base import CreateRequest
 from occo.plugins.resources.docker import (
     DockerHandler, ImageRef, addresses_of, base_url, container_name, status_of)
 
@@ -209,6 +210,16 @@ def test_errors_fail_in_one_line_and_roll_back(occo, local_image, tmp_path, case
     assert {c['Id'] for c in local_image.containers()} == before  # no unlabelled leftover either
 
 
+def test_an_endpoint_that_is_no_docker_url_fails_the_build_not_the_import(occo, local_image, tmp_path):
+    path = one_node(occo, tmp_path, local_image, endpoint='replace_with_your_docker_endpoint')
+    infra = infra_id()
+    line = one_line_error(occo.run('occopus-build', '-i', infra, path))
+    assert line == (f"occopus-build: error: node 'n' (instance {line.split('(instance ')[1][:8]}): "
+                    'docker at replace_with_your_docker_endpoint: the endpoint must be '
+                    'unix://<socket path> or tcp://<host>:<port> (no TLS)')
+    assert occo.infra_keys(infra) == []
+
+
 @pytest.mark.parametrize('case', ['no socket', 'nobody listening'])
 def test_an_unreachable_engine_is_said_clearly(occo, local_image, tmp_path, case):
     """No socket at the path: final at once.  A socket nobody listens on (connection refused:
@@ -286,13 +297,8 @@ def test_killed_build_leaves_a_container_that_destroy_finds_by_its_labels(occo, 
                       hold=r'POST /v[\d.]+/containers/\w+/start') as proxy:
         path = one_node(occo, tmp_path, local_image, endpoint=proxy.endpoint)
         infra = infra_id()
-        build = occo.popen('occopus-build', '-i', infra, path)
-        try:
-            assert proxy.held.wait(60), build.communicate(timeout=5)
-            [made] = local_image.containers(infra)
-            build.kill()
-        finally:
-            build.communicate(timeout=30)
+        kill_build_when(occo, proxy.held, '-i', infra, path)
+        [made] = local_image.containers(infra)
         [record] = records(occo, infra).values()
         assert (record['state'], record['instance_id']) == ('creating', None)
         client = local_image.client()
@@ -380,8 +386,9 @@ def test_addresses(settings, network, expected):
 
 
 def test_names_endpoints_and_images():
-    assert container_name('my infra/ä', 'abcdef0123456789', 'web*server', '0123456789abcdef') == \
-        'occopus-my-infra--abcdef01-web-server-01234567'
+    request = CreateRequest(infra_id='abcdef0123456789', infra_name='my infra/ä', node='web*server',
+                            node_id='0123456789abcdef', resource={}, context=None)
+    assert container_name(request) == 'occopus-my-infra--abcdef01-web-server-01234567'
     assert base_url('unix://var/run/docker.sock') == 'unix:///var/run/docker.sock'
     assert base_url('unix:///run/podman.sock') == 'unix:///run/podman.sock'
     assert base_url('tcp://10.0.0.1:2375') == 'tcp://10.0.0.1:2375'
@@ -399,8 +406,7 @@ def test_names_endpoints_and_images():
                                  'or the tag out of image'),
     (dict(origin='ftp://x/y.tar'), "'origin' must be dockerhub (or empty), local, or the http(s) "
                                    "URL of an image tarball, got text 'ftp://x/y.tar'"),
-    (dict(endpoint='/var/run/docker.sock'), "'endpoint' must be unix://<socket path> or "
-     "tcp://<host>:<port> (no TLS), got text '/var/run/docker.sock'"),
+    (dict(endpoint='replace_with_your_docker_endpoint'), None),  # the tutorials' placeholder
     (dict(network_mode=3), "'network_mode' must be a network name (bridge, host, none or a network "
                            'of the engine), got int 3'),
 ])

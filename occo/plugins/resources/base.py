@@ -70,6 +70,13 @@ class CreateRequest:
     #: set by the engine when it stopped waiting for the call: make nothing more if you can
     cancelled: threading.Event = field(default_factory=threading.Event)
 
+    @property
+    def vm_name(self) -> str:
+        """The original's default name of a node instance's resource:
+        ``occopus-{infra_name[:18]}-{infra_id[:8]}-{node[:18]}-{node_id[:8]}``."""
+        return (f'occopus-{self.infra_name[:18]}-{self.infra_id[:8]}-{self.node[:18]}-'
+                f'{self.node_id[:8]}')
+
 
 @dataclass
 class Created:

@@ -62,12 +62,10 @@ NOT_A_TARBALL = re.compile(r'unexpected EOF|invalid tar header|archive/tar', re.
 
 # -- names and references -------------------------------------------------------------------
 
-def container_name(infra_name: str, infra_id: str, node: str, node_id: str) -> str:
-    """The original's unique VM name, ``occopus-{infra_name[:18]}-{infra_id[:8]}-{name[:18]}-
-    {node_id[:8]}``, with what Docker refuses in a name (``[a-zA-Z0-9][a-zA-Z0-9_.-]*``)
-    written as ``-``."""
-    name = f'occopus-{infra_name[:18]}-{infra_id[:8]}-{node[:18]}-{node_id[:8]}'
-    return NAME_CHARACTERS.sub('-', name)
+def container_name(request: CreateRequest) -> str:
+    """The original's unique VM name (:attr:`CreateRequest.vm_name`) with what Docker refuses
+    in a name (``[a-zA-Z0-9][a-zA-Z0-9_.-]*``) written as ``-``."""
+    return NAME_CHARACTERS.sub('-', request.vm_name)
 
 
 def base_url(endpoint: str) -> str:
@@ -211,12 +209,9 @@ class DockerHandler(ResourceHandler):
 
     @classmethod
     def validate(cls, section: Mapping[str, Any]) -> Iterable[Optional[Problem]]:
+        # The endpoint is checked when it is used, not here: the tutorials' placeholder
+        # (replace_with_your_docker_endpoint) must import, and --dry-run warns about it.
         yield from super().validate(section)
-        endpoint = section.get('endpoint')
-        if not is_template(endpoint) and not (
-                isinstance(endpoint, str) and endpoint.strip().startswith(ENDPOINT_SCHEMES)):
-            yield Problem("'endpoint' must be unix://<socket path> or tcp://<host>:<port> "
-                          f'(no TLS), got {type_name(endpoint)}', ('endpoint',))
         image = section.get('image')
         if not isinstance(image, str) or not image.strip():
             yield Problem(f"'image' must be an image name, got {type_name(image)}", ('image',))
@@ -276,8 +271,12 @@ class DockerHandler(ResourceHandler):
                              f'{excerpt(str(exc), 300)}') from None
 
     def _engine(self, resource: Mapping[str, Any]) -> Engine:
+        endpoint = self.endpoint(resource)
+        if not endpoint.startswith(ENDPOINT_SCHEMES):
+            raise CloudError(f'{self.type} at {printable(endpoint[:100])}: the endpoint '
+                             'must be unix://<socket path> or tcp://<host>:<port> (no TLS)')
         # Docker endpoints take no credentials (the original used none either).
-        return self.client(self.endpoint(resource), None)
+        return self.client(endpoint, None)
 
     # -- errors ----------------------------------------------------------------------------
 
@@ -397,7 +396,7 @@ class DockerHandler(ResourceHandler):
         self._ensure_image(engine, resource, ref)
         if request.cancelled.is_set():
             raise TransientCloudError('the create call was given up by its caller; no container made')
-        name = container_name(request.infra_name, request.infra_id, request.node, request.node_id)
+        name = container_name(request)
         network = resource.get('network_mode') or None
         container_id = self._create_container(engine, request, ref, name, network)
         try:

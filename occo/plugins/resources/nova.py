@@ -70,11 +70,6 @@ VOLUME_BUSY = frozenset(('creating', 'downloading', 'attaching', 'detaching', 'i
                          'maintenance', 'uploading', 'deleting'))
 
 
-def vm_name(infra_name: str, infra_id: str, node: str, node_id: str) -> str:
-    """The original's default VM name: ``occopus-{infra_name[:18]}-{infra_id[:8]}-{name[:18]}-{node_id[:8]}``."""
-    return f'occopus-{infra_name[:18]}-{infra_id[:8]}-{node[:18]}-{node_id[:8]}'
-
-
 def keystone_url(endpoint: str) -> str:
     """The Keystone v3 URL of an ``endpoint``: ``/v3`` appended unless it ends in ``/vN``."""
     url = endpoint.strip()
@@ -546,8 +541,7 @@ class NovaHandler(ResourceHandler):
             self._given_up(request)
             with self._errors(section, cloud, 'creating the server'):
                 server = cloud.nova(spec.region).servers.create(
-                    spec.server_name or vm_name(request.infra_name, request.infra_id, request.node,
-                                                request.node_id),
+                    spec.server_name or request.vm_name,
                     None if made.volume_id else spec.image_id, flavor, meta=tags.metadata(),
                     userdata=user_data, key_name=spec.key_name,
                     security_groups=spec.security_groups or None,
@@ -590,7 +584,7 @@ class NovaHandler(ResourceHandler):
         with self._errors(section, cloud, 'creating the boot volume'):
             volume = _dict(cloud.call('volumev3', spec.region, 'POST', '/volumes', {'volume': {
                 'size': size, 'imageRef': spec.image_id, 'metadata': metadata,
-                'name': f'{spec.server_name or vm_name(request.infra_name, request.infra_id, request.node, request.node_id)}-boot',
+                'name': f'{spec.server_name or request.vm_name}-boot',
             }}).get('volume'))
         if not isinstance(volume.get('id'), str):
             raise CloudError(self._say(section, cloud, 'Cinder made a volume without an id'))
@@ -865,4 +859,4 @@ def _whole(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-__all__ = ['NovaHandler', 'keystone_url', 'vm_name']
+__all__ = ['NovaHandler', 'keystone_url']

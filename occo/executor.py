@@ -25,6 +25,7 @@ the lease is gone.
 """
 from __future__ import annotations
 
+import copy
 import json
 import signal
 import threading
@@ -495,8 +496,12 @@ class Executor:
         """What a teardown of the infrastructure would drop: ``records`` (every record it has)
         with id-less ones matched to their resources by tag, plus every tagged resource no
         record knows (``untracked``).  Asks the clouds; changes nothing."""
-        records = dict(records)
+        records = {key: copy.copy(instance) for key, instance in records.items()}
         self._match_tags(records, everything=True)
+        for instance in records.values():
+            if 'what' not in instance.extra and instance.resource_type:
+                instance.extra = dict(instance.extra,
+                                      what=self.runtime.handler(instance.resource_type).noun)
         return records
 
     def drop_failed(self, failures: Sequence[Failure]) -> List[Failure]:

@@ -75,8 +75,8 @@ def test_an_infrastructure_over_docker_nova_and_ec2(occo, tmp_path, local_image,
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
     assert lines[0].endswith('would drop 3 recorded instances and 0 resources no record knows:')
-    assert [line.split()[:2] for line in lines[1:]] == [['ready', 'ec2'], ['ready', 'nova'],
-                                                        ['ready', 'docker']]  # dependents first
+    assert [line.split()[:3] for line in lines[1:]] == [  # dependents first
+        ['ready', 'ec2', 'instance'], ['ready', 'nova', 'server'], ['ready', 'docker', 'container']]
 
     destroyed = occo.run('occopus-destroy', '-i', infra)
     assert destroyed.returncode == 0, destroyed.stderr

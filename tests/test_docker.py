@@ -313,7 +313,7 @@ def test_killed_build_leaves_a_container_that_destroy_finds_by_its_labels(occo, 
         lines = listed.stdout.splitlines()
         assert lines[0] == (f'dry run: nothing is dropped. occopus-destroy -i {infra} would drop '
                             '1 recorded instance and 1 resource no record knows:')
-        assert lines[1].startswith('  creating   docker ') and made['Id'] in lines[1], lines
+        assert lines[1].startswith('  creating   docker container ') and made['Id'] in lines[1], lines
         assert lines[2] == (f'  untracked  docker container unknown-{infra} {unknown}  tagged for '
                             'node n (never-recorded)')
         assert len(lines) == 3

@@ -176,7 +176,7 @@ def test_killed_build_leaves_an_instance_that_destroy_finds_by_its_tags(occo, ec
         lines = listed.stdout.splitlines()
         assert lines[0] == (f'dry run: nothing is dropped. occopus-destroy -i {infra} would drop '
                             '1 recorded instance and 1 resource no record knows:')
-        assert lines[1].startswith(f"  creating   ec2 ") and made['InstanceId'] in lines[1]
+        assert lines[1].startswith("  creating   ec2 instance ") and made['InstanceId'] in lines[1]
         assert lines[2] == f'  untracked  ec2 instance {unknown}  tagged for node n (never-recorded)'
         assert len(lines) == 3
         assert len(ec2_peer.instances(infra)) == 2  # nothing dropped

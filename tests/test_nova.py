@@ -223,7 +223,7 @@ def test_destroy_dry_run_lists_the_server_of_a_killed_build(occo, tmp_path, nova
     listed = occo.run('occopus-destroy', '--dry-run', '-i', 'killed-nova')
     assert listed.returncode == 0, listed.stderr
     [line] = [line for line in listed.stdout.splitlines() if server_id in line]
-    assert re.fullmatch(rf'  creating   nova \w+ {server_id}  node a \({UUID}\)', line), line
+    assert re.fullmatch(rf'  creating   nova server {server_id}  node a \({UUID}\)', line), line
     assert nova_peer.state(nova_project)['servers'] == state['servers']  # nothing dropped
     assert occo.run('occopus-destroy', '-i', 'killed-nova').returncode == 0
     assert nothing_left(nova_peer, nova_project) == {}

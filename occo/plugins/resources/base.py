@@ -122,6 +122,9 @@ class ResourceHandler(Plugin):
     buildable: ClassVar[bool] = False
     #: True for emulated clouds whose addresses are made up: health checks never contact them.
     fake_addresses: ClassVar[bool] = False
+    #: what this cloud calls the resource of a node instance, for people (``instance``,
+    #: ``server``, ``container``)
+    noun: ClassVar[str] = 'resource'
 
     #: keys of this handler's settings section (``resources: {<type>: {...}}``)
     settings_keys: ClassVar[KeySchema] = KeySchema()

@@ -198,6 +198,7 @@ def status_of(info: Optional[Mapping[str, Any]], network: Optional[str] = None) 
 
 class DockerHandler(ResourceHandler):
     type = 'docker'
+    noun = 'container'
     contexts = ('docker',)
     buildable = True
     # The original's docs give `tag` a default (latest) and let `origin` be empty (Docker Hub)

@@ -202,6 +202,7 @@ def _chunks(values: Sequence[str], size: int) -> Iterator[Sequence[str]]:
 
 class EC2Handler(ResourceHandler):
     type = 'ec2'
+    noun = 'instance'
     buildable = True
     keys = resource_keys(
         required=('endpoint', 'regionname', 'image_id', 'instance_type'),

@@ -421,6 +421,7 @@ class Cloud:
 
 class NovaHandler(ResourceHandler):
     type = 'nova'
+    noun = 'server'
     buildable = True
     keys = resource_keys(
         required=('endpoint', 'project_id', 'image_id', 'flavor_name'),

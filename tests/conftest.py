@@ -179,3 +179,18 @@ def kill_build_when(occo: 'Occo', held: 'threading.Event', *args: str) -> None:
     finally:
         build.kill()
         build.communicate(timeout=30)
+
+
+def destroy_listing(occo: 'Occo', infra_id: str, recorded: int, untracked: int) -> List[str]:
+    """Run ``occopus-destroy --dry-run -i INFRA_ID``, check its exit code and its header line
+    (how many recorded instances and untracked resources it would drop), and return the lines
+    that list them (one per resource)."""
+    listed = occo.run('occopus-destroy', '--dry-run', '-i', infra_id)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    plural = lambda n, noun: f'{n} {noun}{"" if n == 1 else "s"}'  # noqa: E731
+    assert lines[0] == (f'dry run: nothing is dropped. occopus-destroy -i {infra_id} would drop '
+                        f'{plural(recorded, "recorded instance")} and '
+                        f'{plural(untracked, "resource")} no record knows:'), listed.stdout
+    assert len(lines) == 1 + recorded + untracked, listed.stdout
+    return lines[1:]

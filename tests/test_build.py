@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, processes_of, write
+from conftest import EXAMPLES, destroy_listing, processes_of, write
 
 UUID = r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'
 
@@ -277,11 +277,7 @@ def test_creating_instances_are_found_by_their_tags(occo, tmp_path):
         occo.redis.hset(key, node_id, json.dumps(record))
     occo.redis.hset(f'{occo.prefix}dummycloud', 'dummy-' + 'f' * 32, json.dumps(
         {'state': 'running', 'infra_id': 'tagged', 'node_id': 'never-recorded', 'node': 'n0'}))
-    listed = occo.run('occopus-destroy', '--dry-run', '-i', 'tagged')
-    assert listed.returncode == 0, listed.stderr
-    lines = listed.stdout.splitlines()
-    assert lines[0] == ('dry run: nothing is dropped. occopus-destroy -i tagged would drop '
-                        '3 recorded instances and 1 resource no record knows:')
+    lines = destroy_listing(occo, 'tagged', recorded=3, untracked=1)
     assert lines[-1] == f"  untracked  dummy resource dummy-{'f' * 32}  tagged for node n0 (never-recorded)"
     assert len([line for line in lines if line.startswith('  creating   dummy resource dummy-')]) == 3
     assert len(occo.dummy_cloud('tagged')) == 4 and occo.redis.hlen(key) == 3  # nothing dropped

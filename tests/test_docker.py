@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from conftest import CORPUS, kill_build_when, write
+from conftest import CORPUS, destroy_listing, kill_build_when, write
 from peer_docker import IMAGE, HoldingProxy, PodmanPeer
 from test_build import built_id, import_ok
 
@@ -308,15 +308,10 @@ def test_killed_build_leaves_a_container_that_destroy_finds_by_its_labels(occo, 
                     'occopus.node': 'n'})['Id']
         proxy.release.set()
 
-        listed = occo.run('occopus-destroy', '--dry-run', '-i', infra)
-        assert listed.returncode == 0, listed.stderr
-        lines = listed.stdout.splitlines()
-        assert lines[0] == (f'dry run: nothing is dropped. occopus-destroy -i {infra} would drop '
-                            '1 recorded instance and 1 resource no record knows:')
-        assert lines[1].startswith('  creating   docker container ') and made['Id'] in lines[1], lines
-        assert lines[2] == (f'  untracked  docker container unknown-{infra} {unknown}  tagged for '
-                            'node n (never-recorded)')
-        assert len(lines) == 3
+        tracked, untracked = destroy_listing(occo, infra, recorded=1, untracked=1)
+        assert tracked.startswith('  creating   docker container ') and made['Id'] in tracked
+        assert untracked == (f'  untracked  docker container unknown-{infra} {unknown}  tagged for '
+                             'node n (never-recorded)')
         assert len(local_image.containers(infra)) == 2  # nothing dropped
 
         # While the engine cannot be asked, the record whose create was under way is kept

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 import yaml
 
-from conftest import CORPUS, kill_build_when, write
+from conftest import CORPUS, destroy_listing, kill_build_when, write
 from peer_ec2 import IMAGE_ID, INSTANCE_TYPE, REGION, FaultProxy, MotoServer, free_port
 from test_build import built_id, import_ok
 
@@ -171,14 +171,9 @@ def test_killed_build_leaves_an_instance_that_destroy_finds_by_its_tags(occo, ec
                 {'Key': 'occopus:node', 'Value': 'n'}]}])['Instances'][0]['InstanceId']
         proxy.release.set()
 
-        listed = occo.run('occopus-destroy', '--dry-run', '-i', infra)
-        assert listed.returncode == 0, listed.stderr
-        lines = listed.stdout.splitlines()
-        assert lines[0] == (f'dry run: nothing is dropped. occopus-destroy -i {infra} would drop '
-                            '1 recorded instance and 1 resource no record knows:')
-        assert lines[1].startswith("  creating   ec2 instance ") and made['InstanceId'] in lines[1]
-        assert lines[2] == f'  untracked  ec2 instance {unknown}  tagged for node n (never-recorded)'
-        assert len(lines) == 3
+        tracked, untracked = destroy_listing(occo, infra, recorded=1, untracked=1)
+        assert tracked.startswith('  creating   ec2 instance ') and made['InstanceId'] in tracked
+        assert untracked == f'  untracked  ec2 instance {unknown}  tagged for node n (never-recorded)'
         assert len(ec2_peer.instances(infra)) == 2  # nothing dropped
 
         destroyed = occo.run('occopus-destroy', '-i', infra)
@@ -186,7 +181,7 @@ def test_killed_build_leaves_an_instance_that_destroy_finds_by_its_tags(occo, ec
         assert f'dropped ({made["InstanceId"]})' in destroyed.stderr
         assert f'dropped ({unknown})' in destroyed.stderr
         assert_rolled_back(occo, ec2_peer, infra)
-        assert_secret_free(ec2_peer, listed.stdout, listed.stderr, destroyed.stdout, destroyed.stderr)
+        assert_secret_free(ec2_peer, tracked, untracked, destroyed.stdout, destroyed.stderr)
 
 
 # -- errors ------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from conftest import CORPUS, write
+from conftest import CORPUS, destroy_listing, write
 from novapeer import BIG_IMAGE_ID, IMAGE_ID, NETWORK_ID, USERS
 from occo.instances import Instance
 from occo.plugins.resources.base import HandlerContext
@@ -220,9 +220,8 @@ def test_a_server_of_a_killed_build_is_found_and_removed(occo, tmp_path, nova_pe
 def test_destroy_dry_run_lists_the_server_of_a_killed_build(occo, tmp_path, nova_peer, nova_project):
     state = killed_build(occo, tmp_path, nova_peer, nova_project)
     server_id = state['servers'][0]['id']
-    listed = occo.run('occopus-destroy', '--dry-run', '-i', 'killed-nova')
-    assert listed.returncode == 0, listed.stderr
-    [line] = [line for line in listed.stdout.splitlines() if server_id in line]
+    [line] = [line for line in destroy_listing(occo, 'killed-nova', recorded=1, untracked=0)
+              if server_id in line]
     assert re.fullmatch(rf'  creating   nova server {server_id}  node a \({UUID}\)', line), line
     assert nova_peer.state(nova_project)['servers'] == state['servers']  # nothing dropped
     assert occo.run('occopus-destroy', '-i', 'killed-nova').returncode == 0

@@ -6,7 +6,7 @@ what to fix.  The command-line layer prints ``str(error)`` on one line and exits
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -105,7 +105,15 @@ class CloudError(OccoError):
 
 class TransientCloudError(CloudError):
     """A cloud call failed in a way that may pass (throttling, a 5xx answer, a reset
-    connection, a time-out): the engine retries it with backoff within the node's deadline."""
+    connection, a time-out): the engine retries it with backoff within the node's deadline.
+
+    ``unsent`` says that the request never reached the cloud (a refused connection, a name
+    that does not resolve, a missing socket): a create that failed so made nothing.  Leave it
+    false whenever the cloud may have acted (a time-out or a lost answer after sending)."""
+
+    def __init__(self, message: str, *, unsent: bool = False, **where: Any) -> None:
+        super().__init__(message, **where)
+        self.unsent = unsent
 
 
 class CallTimeout(CloudError):

@@ -69,6 +69,10 @@ class CreateRequest:
     context: Any  # occo.plugins.contexts.base.RenderedContext
     #: set by the engine when it stopped waiting for the call: make nothing more if you can
     cancelled: threading.Event = field(default_factory=threading.Event)
+    #: how many times the engine has called ``create`` with this request, this call included:
+    #: above 1, an earlier attempt may have made the resource although its answer was lost
+    #: (look for it by its tags and take it, rather than making a second one)
+    attempts: int = 0
 
     @property
     def vm_name(self) -> str:

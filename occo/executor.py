@@ -39,12 +39,15 @@ from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Opti
 
 from occo import health, plugins
 from occo.calls import Calls
-from occo.errors import BuildError, LeaseLost, OccoError, describe_error
+from occo.errors import (BuildError, CallTimeout, CloudError, ConfigError, LeaseLost, OccoError,
+                         TransientCloudError, describe_error)
 from occo.instances import (CloudState, Health, Instance, Judgement, ResourceStatus, State,
                             Verdict, create_timeout, judge)
+from occo.plugins.base import string_leaves
 from occo.plugins.resources.base import CreateRequest, Created
 from occo.resolution import Address, Resolver
 from occo.runtime import Runtime
+from occo.schema import is_template
 from occo.store import event
 from occo.monitor import Monitor, NotReady
 from occo.walker import VertexTimeout, Walker
@@ -138,8 +141,8 @@ class Executor:
         #: torn down from here when the store cannot be trusted any more
         self.journal: Dict[str, Instance] = {}
         self.created = 0  # resources the clouds made (whether or not they became ready)
-        #: node ids whose create call ended in an error: the handler made nothing (or removed
-        #: it), and a late answer of an abandoned call is dropped as it comes
+        #: node ids whose create call the cloud refused for good, or never received: nothing
+        #: was made for them (see :func:`made_nothing`)
         self.refused: set = set()
         self._lock = threading.Lock()
 
@@ -283,10 +286,12 @@ class Executor:
 
         def work() -> None:
             try:
-                # Recorded before any cloud is asked: a build killed from here on leaves a
-                # record that destroy follows to the resource, by its tags.
+                resolved = self._resolve(instance)
+                # Recorded, with the rendered resource section (the endpoint to ask), before
+                # any cloud is asked: a build killed from here on leaves a record that destroy
+                # follows to the resource, by its tags.
                 self.writer.write([instance.to_json()])
-                created = self._create(instance)
+                created = self._create(instance, resolved)
             except BaseException as exc:  # noqa: BLE001 - the walker reports it
                 outcome.set_exception(exc)
                 return
@@ -315,32 +320,49 @@ class Executor:
                         resource_type=resource['type'], resource=known,
                         created_at=round(time.time(), 3), spec=dict(self.specs.get(node) or {}))
 
-    def _create(self, instance: Instance) -> Optional[Instance]:
-        """Resolve and create one recorded instance (in a worker); returns it if the cloud
-        says it is ready at once, else None (the monitor waits for it)."""
-        node, node_id = instance.node, instance.node_id
-        resolved = self.resolver.resolve(node, node_id, instance.implementation)
-        self.runtime.config_manager(resolved.config_manager_type).prepare(
-            self.infra_id, node, node_id, resolved.config_management)
-        handler = self.runtime.handler(resolved.resource_type)
+    def _resolve(self, instance: Instance) -> Any:
+        """Render what one recorded instance is made of (no cloud is asked) and keep its
+        resource section, health checks and config management with it."""
+        resolved = self.resolver.resolve(instance.node, instance.node_id, instance.implementation)
         instance.resource = resolved.resource
         instance.health_check = resolved.health_check or {}
         instance.config_management = resolved.config_management or {}
+        return resolved
+
+    def _create(self, instance: Instance, resolved: Any) -> Optional[Instance]:
+        """Create one recorded, resolved instance (in a worker); returns it if the cloud says
+        it is ready at once, else None (the monitor waits for it)."""
+        node, node_id = instance.node, instance.node_id
+        self.runtime.config_manager(resolved.config_manager_type).prepare(
+            self.infra_id, node, node_id, resolved.config_management)
+        handler = self.runtime.handler(resolved.resource_type)
         timeout = create_timeout(instance, self.create_timeout)
         instance.created_at = round(time.time(), 3)  # the create timeout counts from the call
         self._check_lease()
         request = CreateRequest(infra_id=self.infra_id, infra_name=self.graph.infra_name,
                                 node=node, node_id=node_id, resource=resolved.resource,
                                 context=resolved.context)
+
+        reached = threading.Event()  # an attempt whose request may have reached the cloud
+
+        def attempt() -> Created:
+            request.attempts += 1
+            try:
+                return handler.create(request)
+            except BaseException as exc:
+                if not made_nothing(exc):
+                    reached.set()
+                raise
         try:
             created: Created = self._call(
-                f'the create call on {handler.type}', instance, lambda: handler.create(request),
+                f'the create call on {handler.type}', instance, attempt,
                 handler=handler, resource=resolved.resource, seconds_=timeout,
                 limit=f'create_timeout ({seconds(timeout)})', cancelled=request.cancelled,
                 on_late=lambda late: self._drop_late(handler, instance, late))
-        except Exception:
-            with self._lock:
-                self.refused.add(node_id)
+        except BaseException as exc:
+            if made_nothing(exc) and not reached.is_set():
+                with self._lock:
+                    self.refused.add(node_id)
             raise
         instance.state = State.PENDING
         instance.instance_id = created.instance_id
@@ -563,48 +585,64 @@ class Executor:
         killed between the cloud's answer and the record's update); with ``everything``, also
         add resources of the infrastructure that no record knows.
 
-        A cloud that cannot be asked does not stop the others; it is warned about, and the
-        failures returned name the records of its type whose create was under way (what they
-        made is not known, so they must not be forgotten)."""
+        Each endpoint is asked on its own (a ``find`` per endpoint of each type), so one that
+        cannot be asked does not stop the others; it is warned about, and the failures
+        returned name the records whose create was under way there (what they made is not
+        known, so they must not be forgotten)."""
         waiting = {i.node_id: i for i in records.values() if not i.instance_id}
         sections = self._sections(records.values() if everything else waiting.values(), everything)
         known_ids = {i.instance_id for i in records.values() if i.instance_id}
         unasked: List[Failure] = []
         for resource_type in sorted(sections):
             handler = self.runtime.handler(resource_type)
-            resources = list(sections[resource_type].values())
-            try:
-                found = self._call(f'the find call on {resource_type}', None,
-                                   lambda: handler.find(self.infra_id, resources), handler=handler,
-                                   resource=resources[0] if resources else {},
-                                   seconds_=self.call_timeout,
-                                   limit=f'call_timeout ({seconds(self.call_timeout)})')
-            except OccoError as exc:
-                self.report(f'warning: cannot look for resources tagged with infrastructure '
-                            f'{self.infra_id} on {resource_type}: {describe_error(exc)}; what a '
-                            'killed build may have left there is not removed')
+            groups: Dict[str, List[Dict[str, Any]]] = {}
+            for section in sections[resource_type].values():
+                groups.setdefault(handler.endpoint(section), []).append(section)
+            failed: Dict[str, str] = {}
+            for endpoint, resources in sorted(groups.items()):
+                try:
+                    found = self._call(f'the find call on {resource_type}', None,
+                                       lambda: handler.find(self.infra_id, resources),
+                                       handler=handler, resource=resources[0],
+                                       seconds_=self.call_timeout,
+                                       limit=f'call_timeout ({seconds(self.call_timeout)})')
+                except Exception as exc:  # noqa: BLE001 - a cloud (or handler) that cannot be asked
+                    failed[endpoint] = describe_error(exc)
+                    self.report(f'warning: cannot look for resources tagged with infrastructure '
+                                f'{self.infra_id} on {resource_type}: {failed[endpoint]}; what a '
+                                'killed build may have left there is not removed')
+                    continue
+                self._adopt(records, waiting, known_ids, resource_type, found, everything)
+            if failed:
                 unasked += [Failure(i.node, i.node_id, 'its create call was under way and its '
-                                    f'resource cannot be looked up by its tags: {describe_error(exc)}')
+                                    'resource cannot be looked up by its tags: '
+                                    + failed.get(handler.endpoint(i.resource), next(iter(failed.values()))))
                             for i in records.values() if not i.instance_id and not i.untracked
                             and i.state == State.CREATING and i.resource_type == resource_type
-                            and i.node_id not in self.refused]
-                continue
-            for entry in found:
-                if entry.instance_id in known_ids:
-                    continue
-                record = waiting.get(entry.node_id or '')
-                if record is not None and not record.instance_id:
-                    record.instance_id = entry.instance_id
-                    record.resource = {**entry.resource, **record.resource}
-                    record.extra.update(entry.extra)
-                elif everything:
-                    records[f'untracked:{resource_type}:{entry.instance_id}'] = Instance(
-                        node_id=entry.node_id or entry.instance_id, node=entry.node or '?',
-                        infra_id=self.infra_id, resource_type=resource_type,
-                        resource=dict(entry.resource), instance_id=entry.instance_id,
-                        extra=dict(entry.extra, what=entry.what), untracked=True)
-                known_ids.add(entry.instance_id)
+                            and i.node_id not in self.refused
+                            and (handler.endpoint(i.resource) in failed
+                                 or handler.endpoint(i.resource) not in groups)]
         return unasked
+
+    def _adopt(self, records: Dict[str, Instance], waiting: Mapping[str, Instance],
+               known_ids: set, resource_type: str, found: Sequence[Any], everything: bool) -> None:
+        """Give id-less records the resources found for them; with ``everything``, add those
+        no record knows as untracked records."""
+        for entry in found:
+            if entry.instance_id in known_ids:
+                continue
+            record = waiting.get(entry.node_id or '')
+            if record is not None and not record.instance_id:
+                record.instance_id = entry.instance_id
+                record.resource = {**entry.resource, **record.resource}
+                record.extra.update(entry.extra)
+            elif everything:
+                records[f'untracked:{resource_type}:{entry.instance_id}'] = Instance(
+                    node_id=entry.node_id or entry.instance_id, node=entry.node or '?',
+                    infra_id=self.infra_id, resource_type=resource_type,
+                    resource=dict(entry.resource), instance_id=entry.instance_id,
+                    extra=dict(entry.extra, what=entry.what), untracked=True)
+            known_ids.add(entry.instance_id)
 
     def _sections(self, instances: Iterable[Instance], everything: bool
                   ) -> Dict[str, Dict[str, Dict[str, Any]]]:
@@ -614,7 +652,9 @@ class Executor:
         found: Dict[str, Dict[str, Dict[str, Any]]] = {}
 
         def add(resource_type: str, section: Mapping[str, Any]) -> None:
-            if resource_type and self._buildable(resource_type):
+            # an implementation whose endpoint is a template names no endpoint to ask
+            if resource_type and self._buildable(resource_type) and not any(
+                    is_template(value) for _, value in string_leaves(section)):
                 found.setdefault(resource_type, {})[
                     json.dumps(section, sort_keys=True, default=str)] = dict(section)
         for instance in instances:
@@ -652,6 +692,18 @@ class Executor:
                 failures.append(Failure(instance.node, instance.node_id,
                                         f'could not be dropped: {describe_error(exc)}'))
         return failures
+
+
+def made_nothing(exc: BaseException) -> bool:
+    """Whether a create call that raised ``exc`` certainly made nothing: the cloud refused it
+    for good (a handler removes what a refused create had made), the credentials were missing,
+    or the request never reached the cloud.  Not so for a time-out or a transient error whose
+    retries ran out: the cloud may have acted on an attempt whose answer was lost."""
+    if isinstance(exc, CallTimeout):
+        return False
+    if isinstance(exc, TransientCloudError):
+        return exc.unsent
+    return isinstance(exc, (CloudError, ConfigError))
 
 
 def _done(value: Any) -> 'Future[Any]':

@@ -1,17 +1,18 @@
 """One infrastructure over three clouds at once: a docker container, a nova server and an ec2
 instance, each depending on the one before and given its address by ``getip()``, built in
 parallel, reported, found by ``occopus-destroy --dry-run`` and destroyed, against the three
-peers of the cloud tests (podman's Docker API, the Keystone/Nova peer, moto_server)."""
+peers of the cloud tests (podman's Docker API, the Keystone/Nova peer, moto_server); and the
+orphan sweep of a killed build whose endpoint comes from a template."""
 from __future__ import annotations
 
 import base64
 import json
 import uuid
 
-from conftest import write
+from conftest import destroy_listing, kill_build_when, write
 from novapeer import IMAGE_ID as NOVA_IMAGE, NETWORK_ID, USERS
 from peer_docker import IMAGE as DOCKER_IMAGE
-from peer_ec2 import IMAGE_ID as EC2_IMAGE, INSTANCE_TYPE, REGION
+from peer_ec2 import IMAGE_ID as EC2_IMAGE, INSTANCE_TYPE, REGION, FaultProxy
 from test_build import built_id, import_ok
 
 
@@ -86,3 +87,34 @@ def test_an_infrastructure_over_docker_nova_and_ec2(occo, tmp_path, local_image,
     assert occo.infra_keys(infra) == []
     everything = repr(occo.snapshot())
     assert USERS['demo'] not in everything and ec2_peer.secret not in everything
+
+
+def test_a_killed_build_whose_endpoint_is_a_template_is_still_found(occo, tmp_path, ec2_peer):
+    """The record written before the cloud is asked holds the rendered resource section, so
+    a destroy asks the endpoint the template named (the node definition names none)."""
+    section = dict(type='ec2', endpoint='{{ variables.ep }}', regionname=REGION,
+                   image_id=EC2_IMAGE, instance_type=INSTANCE_TYPE)
+    with FaultProxy(ec2_peer.url, hold=('RunInstances',)) as proxy:
+        write(tmp_path, {
+            'nodes.yaml': json.dumps({'node_def:n': [{'resource': section, 'contextualisation':
+                                                      cloud_init('echo {{node_id}}')}]}),
+            'infra.yaml': f'infra_name: t\nuser_id: u\nvariables: {{ep: "{proxy.url}"}}\n'
+                          'nodes: [{name: n, type: n}]\n'})
+        write(occo.home, {'.occopus/auth_data.yaml': (
+            f'resource:\n  - type: ec2\n    auth_data: {{accesskey: {ec2_peer.access}, '
+            f'secretkey: {ec2_peer.secret}}}\n')})
+        import_ok(occo, tmp_path / 'nodes.yaml')
+        infra = f'tmpl-{uuid.uuid4().hex[:8]}'
+        kill_build_when(occo, proxy.held, '-i', infra, tmp_path / 'infra.yaml')
+        proxy.release.set()
+        [made] = ec2_peer.instances(infra)
+        [record] = [json.loads(v) for v in occo.redis.hgetall(f'{occo.prefix}{{{infra}}}:instances').values()]
+        assert (record['state'], record['instance_id'], record['resource']['endpoint']) == \
+            ('creating', None, proxy.url)
+
+        [line] = destroy_listing(occo, infra, recorded=1, untracked=0)
+        assert line.startswith(f"  creating   ec2 instance {made['InstanceId']}  node n "), line
+        destroyed = occo.run('occopus-destroy', '-i', infra)
+        assert destroyed.returncode == 0, destroyed.stderr
+        assert f"dropped ({made['InstanceId']})" in destroyed.stderr
+    assert ec2_peer.instances(infra) == [] and occo.infra_keys(infra) == []

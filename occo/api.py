@@ -436,14 +436,15 @@ class Occopus:
             raise BuildError(failures, note='its replacement is ready; occopus-manage drops the '
                              'surplus instance')
 
-    def _tear_down(self, executor: Executor, report: Warn) -> None:
+    def _tear_down(self, executor: Executor, report: Warn, forget_unreachable: bool = False) -> None:
         """Drop every instance of the infrastructure and forget it; if some cannot be dropped,
         keep their records (and the infrastructure) so that destroy can try again."""
         store, infra_id = executor.store, executor.infra_id
         # Creates this process gave up on may still return: wait for them (what they made is
         # dropped as they return), then look for anything of the infrastructure by its tags.
         out = executor.calls.wait_abandoned(self.config.call_timeout)
-        failures = executor.drop_all(_instances(store.instances(infra_id)), everything=True)
+        failures = executor.drop_all(_instances(store.instances(infra_id)), everything=True,
+                                     forget_unasked=forget_unreachable)
         if out:
             failures.append(Failure('', None, f'{out} create call(s) given up on had not returned '
                                     f'after {self.config.call_timeout:g} s; what they make is '
@@ -455,13 +456,16 @@ class Occopus:
         store.delete_infra(infra_id)
 
     def destroy(self, infra_id: str, *, parallelize: Optional[bool] = None,
-                parallelism: Optional[int] = None, report: Optional[Warn] = None) -> int:
+                parallelism: Optional[int] = None, report: Optional[Warn] = None,
+                forget_unreachable: bool = False) -> int:
         """Drop every instance of an infrastructure (dependents first; instances still being
         created are found by their tags) and forget it.  Returns how many were dropped.
         Waits (up to the lease ttl) for a management pass under way to finish.
 
         :raises OccoError: if the infrastructure is unknown.
-        :raises TeardownError: if some resources could not be dropped (they stay recorded).
+        :raises TeardownError: if some resources could not be dropped (they stay recorded),
+            or a cloud could not be asked for an instance whose create was under way (unless
+            ``forget_unreachable``: for a cloud that is gone for good).
         """
         report = report or self.warn
         self._known(check_infra_id(infra_id))
@@ -475,7 +479,7 @@ class Occopus:
                 # From here on no pass may build it up again, even if this destroy dies.
                 store.set_infra_state(infra_id, InfraStatus.DESTROYING, self.store.summary(infra_id),
                                       quiet=True)
-                self._tear_down(executor, report)
+                self._tear_down(executor, report, forget_unreachable)
         return len(instances)
 
     def destroy_plan(self, infra_id: str, *, report: Optional[Warn] = None) -> List[Instance]:
@@ -759,5 +763,7 @@ def _taken_over(store: Store) -> bool:
 
 def _teardown_message(infra_id: str, failures: List[Failure]) -> str:
     more = f' and {len(failures) - 1} more' if len(failures) > 1 else ''
+    gone = (' (or with --forget-unreachable if that cloud is gone for good)'
+            if any(f.unasked for f in failures) else '')
     return (f'{failures[0]}{more}; they are still recorded: run occopus-destroy -i {infra_id} '
-            'again once the cloud answers')
+            f'again once the cloud answers{gone}')

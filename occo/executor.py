@@ -64,6 +64,8 @@ class Failure:
     node: str
     node_id: Optional[str]
     reason: str
+    #: its create was under way on a cloud that could not be asked for what it made
+    unasked: bool = False
 
     def __str__(self) -> str:
         if not self.node:  # not about one node (a cloud that could not be asked)
@@ -480,16 +482,24 @@ class Executor:
 
     # -- dropping --------------------------------------------------------------------------
 
-    def drop_all(self, records: Mapping[str, Instance], *,
-                 everything: bool = False) -> List[Failure]:
+    def drop_all(self, records: Mapping[str, Instance], *, everything: bool = False,
+                 forget_unasked: bool = False) -> List[Failure]:
         """Drop the resources of ``records`` (key -> instance) and forget them: an instance
         as soon as every instance that depends on it is gone.  Records still ``creating`` are
         matched to the resource the cloud made for them through its tags.  With ``everything``
         (a teardown: ``records`` is then every record of the infrastructure) the clouds are
         also asked for resources no record knows at all, and those are dropped too.  Returns
-        the instances that could not be dropped (their records are kept)."""
+        the instances that could not be dropped (their records are kept), and -- unless
+        ``forget_unasked`` -- those whose create was under way on a cloud that could not be
+        asked for them."""
         records = dict(records)
         unasked = self._match_tags(records, everything)
+        if forget_unasked:  # the user's choice: the cloud that could not be asked is gone
+            for failure in unasked:
+                self.report(f"warning: node '{failure.node}' (instance {failure.node_id}): "
+                            f'{failure.reason}; forgetting it (--forget-unreachable): what it '
+                            f'made, if anything, stays tagged with {self.infra_id}')
+            unasked = []
         kept = {f.node_id for f in unasked}
         records = {key: i for key, i in records.items() if i.node_id not in kept}
         walk = self._drop_walk(records)
@@ -616,7 +626,8 @@ class Executor:
             if failed:
                 unasked += [Failure(i.node, i.node_id, 'its create call was under way and its '
                                     'resource cannot be looked up by its tags: '
-                                    + failed.get(handler.endpoint(i.resource), next(iter(failed.values()))))
+                                    + failed.get(handler.endpoint(i.resource), next(iter(failed.values()))),
+                                    unasked=True)
                             for i in records.values() if not i.instance_id and not i.untracked
                             and i.state == State.CREATING and i.resource_type == resource_type
                             and i.node_id not in self.refused

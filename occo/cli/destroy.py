@@ -22,6 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help='list what would be destroyed: the recorded instances and every '
                              "resource the clouds hold tagged with the infrastructure's id that no "
                              'record knows (left by a killed build); nothing is dropped')
+    parser.add_argument('--forget-unreachable', action='store_true',
+                        help='forget instances whose create was under way on a cloud that cannot '
+                             'be asked for them now (a cloud gone for good); what they made, if '
+                             'anything, stays tagged with the infrastructure id')
     return parser
 
 
@@ -53,7 +57,7 @@ def command(args: argparse.Namespace) -> int:
         return 0
     interrupt_on_sigterm()
     count = session.destroy(args.infra_id, parallelize=True if args.parallelize else None,
-                            report=reporter(PROG))
+                            report=reporter(PROG), forget_unreachable=args.forget_unreachable)
     print(f'Destroyed infrastructure {args.infra_id} ({plural(count, "instance")})')
     return 0
 

@@ -36,7 +36,10 @@ The test knobs (``POST /_peer/config`` with a JSON object; ``project`` names the
 applies to, without it the defaults of every project): ``build_delay``, ``error`` (a fault
 message: servers end in ERROR), ``burst_503`` (the next N cloud calls answer 503),
 ``quota_servers``, ``create_delay`` (``POST /servers`` makes the server at once but answers
-that many seconds later), ``volume_delay``, ``page_size``.  ``GET /_peer/state[?project=P]``
+that many seconds later), ``fail_after_create`` (the next N ``POST /servers`` make the
+server, then answer 503 as if the answer were lost), ``redirect`` (every cloud call of the
+project answers 302 to that URL), ``next_href`` (server listings carry that next link),
+``volume_delay``, ``page_size``.  ``GET /_peer/state[?project=P]``
 lists servers (with their decoded user data), volumes, floating IPs and the calls counted;
 ``POST /_peer/delete_server`` deletes a server out of band; ``POST /_peer/reset`` forgets
 everything.
@@ -82,7 +85,8 @@ NETWORKS = [{'id': NETWORK_ID, 'name': 'private', 'router:external': False, 'sta
              'shared': True, 'subnets': []}]
 MAX_MICROVERSION = '2.79'
 DEFAULTS: Dict[str, Any] = {'build_delay': 0.0, 'error': None, 'burst_503': 0, 'quota_servers': None,
-                            'create_delay': 0.0, 'volume_delay': 0.0, 'page_size': 1000}
+                            'create_delay': 0.0, 'volume_delay': 0.0, 'page_size': 1000,
+                            'fail_after_create': 0, 'redirect': None, 'next_href': None}
 
 
 def _now_iso(at: Optional[float] = None) -> str:
@@ -593,6 +597,9 @@ class Handler(BaseHTTPRequestHandler):
         with self.cloud.lock:
             project = self.cloud.project_of(self.headers.get('X-Auth-Token'))
             self.cloud.count(project, route)
+            elsewhere = self.cloud.setting(project, 'redirect')
+            if elsewhere:
+                raise Answer(302, None, {'Location': elsewhere})
             if self.cloud.burst(project):
                 raise Answer(503, {'computeFault': {'code': 503, 'message': 'Service Unavailable (a burst)'}},
                              {'Retry-After': '0'})
@@ -657,7 +664,12 @@ class Handler(BaseHTTPRequestHandler):
         with self.cloud.lock:
             server = self.cloud.create_server(project, body)
             delay = float(self.cloud.setting(project, 'create_delay'))
+            lose = int(self.cloud.setting(project, 'fail_after_create'))
+            if lose:
+                self.cloud.config.setdefault(project, {})['fail_after_create'] = lose - 1
         time.sleep(delay)  # the server exists; the answer is late (a build killed meanwhile)
+        if lose:  # the server exists; its answer is lost
+            raise nova_error(503, 'Service Unavailable (the answer of a create was lost)')
         return 202, {'server': {'id': server['id'], 'links': server['links'], 'adminPass': 'x' * 12,
                                 'OS-DCF:diskConfig': 'MANUAL',
                                 'security_groups': server['security_groups']}}, headers
@@ -669,10 +681,13 @@ class Handler(BaseHTTPRequestHandler):
             servers = [self.cloud.server_view(s) for s in self.cloud.servers.values()
                        if s['tenant_id'] == project]
             size = int(self.cloud.setting(project, 'page_size'))
+            href = self.cloud.setting(project, 'next_href')
         if not detail:
             servers = [{'id': s['id'], 'name': s['name'], 'links': s['links']} for s in servers]
-        return 200, _page(servers, query, size, 'servers',
-                          f'{self.base_url}/compute/v2.1/servers{detail}'), headers
+        body = _page(servers, query, size, 'servers', f'{self.base_url}/compute/v2.1/servers{detail}')
+        if href is not None:
+            body['servers_links'] = [{'rel': 'next', 'href': href}]
+        return 200, body, headers
 
     def nova_show(self, query: Dict[str, str], server_id: str) -> Any:
         project = self.project('GET server')

@@ -395,3 +395,192 @@ def test_a_server_that_is_gone_reads_as_shut_down():
     found = status_of(None)
     assert found.state.value == 'shutdown'
     assert 'the server s1 is gone' in found.reason
+
+
+# -- lost answers: a create tried again takes what the earlier attempt made ------------------
+
+def handler_for(password: str = PASSWORD) -> NovaHandler:
+    return NovaHandler(HandlerContext(credentials=lambda s: {'username': 'demo', 'password': password}))
+
+
+def request_for(section: Dict[str, Any], attempts: int = 1, node_id: str = 'node-1'):
+    from types import SimpleNamespace
+    from occo.plugins.resources.base import CreateRequest
+    return CreateRequest(infra_id='infra-1', infra_name='t', node='a', node_id=node_id, resource=section,
+                         context=SimpleNamespace(user_data='#cloud-config\n'), attempts=attempts)
+
+
+def test_a_lost_create_answer_makes_one_server_in_a_build(occo, tmp_path, nova_peer, nova_project):
+    auth(occo)
+    nova_peer.config(nova_project, fail_after_create=1)
+    path = infra(occo, tmp_path, {'a': resource(nova_peer, nova_project, volume_size=1, floating_ip='yes')})
+    infra_id = built(occo.run('occopus-build', path))
+    state = nova_peer.state(nova_project)
+    assert len(state['servers']) == 1 and len(state['volumes']) == 1 and len(state['floating_ips']) == 1
+    assert state['servers'][0]['metadata']['occopus_node'] == 'a'
+    assert state['floating_ips'][0]['port_id'] is not None
+    [record] = [json.loads(v) for v in occo.redis.hvals(f'{occo.prefix}{{{infra_id}}}:instances')]
+    assert record['instance_id'] == state['servers'][0]['id']
+    assert occo.run('occopus-destroy', '-i', infra_id).returncode == 0
+    assert nothing_left(nova_peer, nova_project) == {}
+
+
+def test_a_create_answer_later_than_the_read_timeout_is_taken(monkeypatch, nova_peer, nova_project):
+    from occo.plugins.resources import nova
+    monkeypatch.setattr(nova, 'READ_TIMEOUT', 0.5)
+    nova_peer.config(nova_project, create_delay=2)
+    handler = handler_for()
+    created = handler.create(request_for(resource(nova_peer, nova_project, floating_ip='yes')))
+    [server] = nova_peer.state(nova_project)['servers']
+    assert created.instance_id == server['id']
+    nova_peer.config(nova_project, create_delay=0)
+    handler.drop(Instance(node_id='node-1', node='a', resource=resource(nova_peer, nova_project),
+                          instance_id=created.instance_id, extra=created.extra))
+    assert nothing_left(nova_peer, nova_project) == {}
+
+
+def test_a_create_tried_again_takes_the_earlier_server_and_deletes_duplicates(nova_peer, nova_project):
+    handler = handler_for()
+    section = resource(nova_peer, nova_project, volume_size=1, floating_ip='yes')
+    made = [handler.create(request_for(section)) for _ in range(2)]  # as two lost answers leave them
+    other = handler.create(request_for(section, node_id='node-2'))  # another node's: left alone
+    assert len(nova_peer.state(nova_project)['servers']) == 3
+    again = handler.create(request_for(section, attempts=2))
+    [kept] = [m for m in made if m.instance_id == again.instance_id]
+    assert again.extra['volume_id'] == kept.extra['volume_id']
+    assert again.extra['floating_ip_id'] in {m.extra['floating_ip_id'] for m in made}
+    state = nova_peer.state(nova_project)
+    assert sorted(s['id'] for s in state['servers']) == sorted([again.instance_id, other.instance_id])
+    assert sorted(v['id'] for v in state['volumes']) == sorted([again.extra['volume_id'], other.extra['volume_id']])
+    assert sorted(f['id'] for f in state['floating_ips']) == sorted(
+        [again.extra['floating_ip_id'], other.extra['floating_ip_id']])
+    found = handler.find('infra-1', [section])
+    assert sorted((f.instance_id, f.extra.get('volume_id'), f.extra.get('floating_ip_id')) for f in found) == sorted(
+        (c.instance_id, c.extra['volume_id'], c.extra['floating_ip_id']) for c in (again, other))
+    for entry in found:
+        handler.drop(Instance(node_id=entry.node_id, node='a', resource=entry.resource,
+                              instance_id=entry.instance_id, extra=entry.extra))
+    assert nothing_left(nova_peer, nova_project) == {}
+
+
+def test_a_create_tried_again_with_nothing_made_makes_it(nova_peer, nova_project):
+    handler = handler_for()
+    section = resource(nova_peer, nova_project)
+    created = handler.create(request_for(section, attempts=3))
+    assert [s['id'] for s in nova_peer.state(nova_project)['servers']] == [created.instance_id]
+    handler.drop(Instance(node_id='node-1', node='a', resource=section, instance_id=created.instance_id))
+    assert nothing_left(nova_peer, nova_project) == {}
+
+
+# -- hostile answers, redirects, unreachable clouds, masking ---------------------------------
+
+def test_a_next_link_that_does_not_parse_is_a_cloud_error(nova_peer, nova_project):
+    from occo.errors import CloudError
+    handler = handler_for()
+    section = resource(nova_peer, nova_project)
+    nova_peer.config(nova_project, next_href='http://[::1/broken?marker=x')
+    handler.create(request_for(section))
+    with pytest.raises(CloudError) as caught:
+        handler.find('infra-1', [section])
+    assert type(caught.value) is CloudError
+    assert re.fullmatch(rf'nova at {re.escape(nova_peer.keystone)}: looking for the servers of the '
+                        r"infrastructure: the next page of the servers is a link that does not parse: "
+                        r"'<a URL that does not parse>'", str(caught.value)), str(caught.value)
+    nova_peer.config(nova_project, next_href=None)
+    for entry in handler.find('infra-1', [section]):
+        handler.drop(Instance(node_id='node-1', node='a', resource=section, instance_id=entry.instance_id))
+    assert nothing_left(nova_peer, nova_project) == {}
+
+
+class FakeResponse:
+    def __init__(self, status: int, json_error: Optional[BaseException] = None, text: str = '') -> None:
+        self.status_code, self.text, self.reason, self.content = status, text, 'Reason', b'x'
+        self._error = json_error
+
+    def json(self):
+        raise self._error
+
+
+@pytest.mark.parametrize('status', [200, 500])
+def test_deeply_nested_json_is_a_cloud_error(status):
+    from occo.errors import CloudError, TransientCloudError
+    from occo.plugins.resources.nova import Cloud
+    handler = handler_for()
+    section = {'type': 'nova', 'endpoint': 'http://127.0.0.1:9/v3', 'project_id': 'p'}
+    cloud, _ = handler._cloud(section)
+    fake = Cloud.__new__(Cloud)
+    fake.__dict__.update(cloud.__dict__)
+    fake.session = type('S', (), {'request': lambda *a, **k: FakeResponse(status, RecursionError('deep'),
+                                                                          '[' * 5000)})()
+    with pytest.raises(CloudError) as caught:
+        with handler._errors(section, fake, 'listing the volumes'):
+            fake.call('volumev3', None, 'GET', '/volumes')
+    assert isinstance(caught.value, TransientCloudError) == (status == 500)
+    assert str(caught.value).startswith('nova at http://127.0.0.1:9/v3: listing the volumes: ')
+    assert len(str(caught.value)) < 500
+
+
+def test_any_other_exception_at_the_boundary_is_a_cloud_error():
+    from occo.errors import CloudError
+    handler = handler_for()
+    section = {'type': 'nova', 'endpoint': 'http://127.0.0.1:9/v3', 'project_id': 'p'}
+    cloud, _ = handler._cloud(section)
+    with pytest.raises(CloudError) as caught:
+        with handler._errors(section, cloud, 'creating the server'):
+            raise TypeError(f"'NoneType' object is not subscriptable \x1b[31m {PASSWORD}")
+    assert type(caught.value) is CloudError
+    assert str(caught.value) == ("nova at http://127.0.0.1:9/v3: creating the server: the answer could not "
+                                 "be used (TypeError: 'NoneType' object is not subscriptable \\x1b[31m ***)")
+
+
+def test_a_secret_echoed_across_the_cut_is_masked_first():
+    handler = handler_for()
+    section = {'type': 'nova', 'endpoint': 'http://127.0.0.1:9/v3', 'project_id': 'p'}
+    cloud, _ = handler._cloud(section)
+    for at in range(285, 305):
+        error = handler._refused(section, cloud, 'creating the server', 400, 'x' * at + PASSWORD + ' tail')
+        assert PASSWORD[:4] not in str(error), at
+
+
+def test_a_redirect_is_never_followed(nova_peer, nova_project):
+    from occo.errors import CloudError, TransientCloudError
+    handler = handler_for()
+    section = resource(nova_peer, nova_project, volume_size=1)
+    nova_peer.config(nova_project, redirect='http://127.0.0.1:9/elsewhere?token=abcdef')
+    for call in (lambda: handler.create(request_for(section)),  # novaclient, then Cinder
+                 lambda: handler.find('infra-1', [section])):
+        with pytest.raises(CloudError) as caught:
+            call()
+        assert not isinstance(caught.value, TransientCloudError)  # port 9 was never asked
+        assert 'the cloud answered with a redirect to' in str(caught.value)
+        assert '(HTTP 302)' in str(caught.value) and 'abcdef' not in str(caught.value)
+    nova_peer.config(nova_project, redirect=None)
+    assert nothing_left(nova_peer, nova_project) == {}
+
+
+def test_a_cloud_that_refuses_connections_was_not_sent_the_create():
+    import socket
+    from occo.errors import TransientCloudError
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+    section = {'type': 'nova', 'endpoint': f'http://127.0.0.1:{port}/v3', 'project_id': 'p',
+               'image_id': IMAGE_ID, 'flavor_name': 'm1.tiny'}
+    with pytest.raises(TransientCloudError) as caught:
+        handler_for().create(request_for(section))
+    assert caught.value.unsent is True
+    assert 'cannot reach the cloud' in str(caught.value)
+
+
+# -- find asks every cloud or says it could not ------------------------------------------------
+
+def test_find_raises_for_credentials_it_cannot_use_and_skips_templates(nova_peer, nova_project):
+    from occo.errors import AuthError, CloudError
+    section = resource(nova_peer, nova_project)
+    template = dict(section, endpoint='{{ variables.endpoint }}')
+    assert handler_for().find('infra-1', [template, dict(section, endpoint='')]) == []
+    with pytest.raises(CloudError, match=r'authentication failed \(HTTP 401\)'):
+        handler_for('Wrong-Pa55word').find('infra-1', [section])
+    missing = NovaHandler(HandlerContext(credentials=lambda s: None))
+    with pytest.raises(AuthError, match='Cannot find credentials for nova'):
+        missing.find('infra-1', [section])

@@ -37,7 +37,7 @@ from occo.instances import Instance
 from occo.plugins.resources.base import (
     FAILED, PENDING, RUNNING, SHUTDOWN, UNKNOWN, CreateRequest, Created, Found, ResourceHandler,
     ResourceStatus, resource_keys)
-from occo.redact import MASK, excerpt, mask_url, printable
+from occo.redact import MASK, excerpt, mask_url, mask_urls, printable
 from occo.schema import Problem, expect_list, is_int
 
 #: The Nova API microversion asked for: every Nova since Liberty has it, and nothing used here
@@ -53,12 +53,15 @@ ASSOCIATE_PER_CALL = 20  # floating IPs associated by one states call (one updat
 MAX_PAGES = 100         # pages of one listing (of up to 1000 items each, as Nova pages)
 USER_DATA_LIMIT = 65535  # bytes of base64 Nova takes
 MESSAGE_LIMIT = 300     # characters of a cloud's message quoted
+BODY_LIMIT = 100_000    # characters of an error body kept to find its message in (masked, then cut)
+REDIRECTS = frozenset((301, 302, 303, 305, 307, 308))  # answers never followed (they would carry the token)
 
 META_INFRA_ID = 'occopus_infra_id'
 META_NODE_ID = 'occopus_node_id'
 META_NODE = 'occopus_node'
 META_PERSIST = 'occopus_persist'
 SERVER, VOLUME, FLOATING_IP = 'server', 'volume', 'floating_ip'  # kinds of what drop is given
+KIND_FIELDS = {'server': 'server_id', 'volume': 'volume_id', 'floating IP': 'floating_ip_id'}
 
 PENDING_STATUSES = frozenset(('BUILD', 'REBUILD', 'RESIZE', 'VERIFY_RESIZE', 'MIGRATING'))
 SHUTDOWN_STATUSES = {
@@ -79,10 +82,37 @@ def keystone_url(endpoint: str) -> str:
     return url.rstrip('/') + '/v3'
 
 
-def _text(value: Any, limit: int = MESSAGE_LIMIT) -> str:
-    """What a cloud said, on one printable line of at most ``limit`` characters."""
-    text = printable(' '.join(str(value).split()))
+def _text(value: Any, limit: int = MESSAGE_LIMIT, secret: Optional['Secret'] = None) -> str:
+    """What a cloud said, on one printable line of at most ``limit`` characters: secrets (the
+    session's, the remembered ones, those of URLs) are masked *before* it is cut, so that a
+    secret the cloud echoes across the cut never shows its beginning."""
+    text = ' '.join(str(value).split())
+    if secret is not None:
+        text = secret.hide(text)
+    text = printable(mask_urls(text))
     return text if len(text) <= limit else text[:limit - 1] + '…'
+
+
+def _unsent(exc: BaseException) -> bool:
+    """Whether a connection failure happened before the request was sent (refused, no such
+    host, no route, connect time-out): keystoneauth words them all alike, so the chain of
+    exceptions it was raised from is looked at."""
+    import socket
+
+    import requests
+    from urllib3 import exceptions as u3
+    seen, todo = set(), [exc]
+    while todo:
+        current = todo.pop()
+        if not isinstance(current, BaseException) or id(current) in seen or len(seen) > 50:
+            continue
+        seen.add(id(current))
+        if isinstance(current, (u3.NewConnectionError, u3.ConnectTimeoutError, socket.gaierror,
+                                ConnectionRefusedError, requests.exceptions.ConnectTimeout)):
+            return True
+        todo += [current.__cause__, current.__context__, getattr(current, 'reason', None)]
+        todo += [a for a in getattr(current, 'args', ()) if isinstance(a, BaseException)]
+    return False
 
 
 def _truthy(value: Any) -> bool:
@@ -263,6 +293,17 @@ def _addresses(server: Mapping[str, Any]) -> Tuple[List[str], Optional[str]]:
     return ordered, (fixed[0] if fixed else None)
 
 
+def _no_redirect(response: Any, *args: Any, **kwargs: Any) -> Any:
+    """A ``requests`` response hook: a redirect answer is an error, never followed."""
+    if response.status_code in REDIRECTS:
+        where = response.headers.get('Location')
+        raise Answer(response.status_code, 'the cloud answered with a redirect' + (
+            f' to {excerpt(where, 200)}' if isinstance(where, str) else '') + ', which Occopus does not '
+            'follow (it would carry the token elsewhere): give the URL it points to as the endpoint, '
+            'or fix the service catalog')
+    return response
+
+
 class Cloud:
     """One authenticated keystoneauth session (one Keystone, project and credentials) and the
     novaclient clients on it, one per region; made once, shared by every thread."""
@@ -283,7 +324,10 @@ class Cloud:
                                                 pool_maxsize=POOL_CONNECTIONS, max_retries=0)
         http.mount('http://', adapter)
         http.mount('https://', adapter)
-        self.session = ks_session.Session(auth=auth, session=http, user_agent='occopus')
+        http.hooks['response'].append(_no_redirect)
+        # redirects are never followed (keystoneauth would send the token, or the password,
+        # to wherever they point): novaclient's calls included, since they use this session
+        self.session = ks_session.Session(auth=auth, session=http, user_agent='occopus', redirect=False)
         # keystoneauth hands its timeout to requests as it is: connect and read bounded apart
         self.session.timeout = (CONNECT_TIMEOUT, READ_TIMEOUT)
         self.secret = secret
@@ -312,23 +356,24 @@ class Cloud:
             from novaclient import exceptions as nova_exceptions
             client = self.nova(region).client
             try:
-                _, answer = client.request(path, method, **({'body': body} if body is not None else {}))
+                _, answer = client.request(path, method, redirect=False,
+                                           **({'body': body} if body is not None else {}))
             except nova_exceptions.NotFound:
                 if gone_ok:
                     return None
                 raise
             return answer if isinstance(answer, dict) else {}
         response = self.session.request(
-            path, method, json=body, raise_exc=False, headers={'Accept': 'application/json'},
+            path, method, json=body, raise_exc=False, redirect=False, headers={'Accept': 'application/json'},
             endpoint_filter={'service_type': service, 'interface': 'public', 'region_name': region})
         try:
             answer = response.json() if response.content else {}
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
             answer = None
         if response.status_code == 404 and gone_ok:
             return None
         if response.status_code >= 400:
-            raise Answer(response.status_code, _said(answer, response.text[:500] or response.reason or ''))
+            raise Answer(response.status_code, _said(answer, response.text[:BODY_LIMIT] or response.reason or ''))
         if not isinstance(answer, dict):
             raise Answer(response.status_code, 'the answer is not a JSON object')
         return answer
@@ -358,7 +403,11 @@ class Cloud:
                      if _dict(link).get('rel') == 'next' and isinstance(link.get('href'), str)]
             if not items or not after:
                 return
-            given = parse_qs(urlsplit(after[0]['href']).query)
+            try:
+                given = parse_qs(urlsplit(after[0]['href']).query)
+            except ValueError:
+                raise Refusal(f"the next page of the {key} is a link that does not parse: "
+                              f"{excerpt(after[0]['href'])}") from None
             marker = (given.get('marker') or [None])[-1]
             if not marker or marker == query.get('marker'):
                 return
@@ -476,15 +525,17 @@ class NovaHandler(ResourceHandler):
                 busy: bool = False) -> Iterator[None]:
         """The SDKs' exceptions as ours: one line naming the endpoint, no secret, transient
         where trying again may help (with ``busy``, a 409 Conflict too: a resource in the middle
-        of a task cannot be deleted yet)."""
+        of a task cannot be deleted yet), ``unsent`` when the request never left.  Anything
+        else a hostile answer may provoke in the SDKs or here becomes a :class:`CloudError`."""
         from keystoneauth1 import exceptions as ks
         from novaclient import exceptions as nova_exceptions
+        secret = cloud.secret if cloud else None
         try:
             yield
         except (CloudError, AuthError):
             raise
         except Refusal as exc:
-            raise CloudError(self._say(section, cloud, f'{doing}: {exc}')) from None
+            raise CloudError(self._say(section, cloud, f'{doing}: {_text(exc, 600, secret)}')) from None
         except Answer as exc:
             raise self._refused(section, cloud, doing, exc.status, exc.message, busy) from None
         except nova_exceptions.ClientException as exc:
@@ -495,18 +546,23 @@ class NovaHandler(ResourceHandler):
             raise self._refused(section, cloud, doing, exc.http_status or 0, exc.message or '', busy) from None
         except ks.EndpointNotFound as exc:
             raise CloudError(self._say(section, cloud, f'{doing}: the service catalog has no such endpoint '
-                                                       f'(check region_name): {_text(exc)}')) from None
+                                                       f'(check region_name): {_text(exc, secret=secret)}')) from None
         except ks.SSLError as exc:
-            raise CloudError(self._say(section, cloud, f'{doing}: TLS failed: {_text(exc)}')) from None
+            raise CloudError(self._say(section, cloud, f'{doing}: TLS failed: {_text(exc, secret=secret)}')) from None
         except ks.ConnectionError as exc:
+            unsent = _unsent(exc)
             raise TransientCloudError(self._say(section, cloud, f'{doing}: cannot reach the cloud: '
-                                                                f'{_text(exc)}')) from None
+                                                                f'{_text(exc, secret=secret)}'),
+                                      unsent=unsent) from None
         except ks.ClientException as exc:
-            raise CloudError(self._say(section, cloud, f'{doing}: {_text(exc)}')) from None
+            raise CloudError(self._say(section, cloud, f'{doing}: {_text(exc, secret=secret)}')) from None
+        except Exception as exc:  # noqa: BLE001 - a hostile answer must not escape as a traceback
+            raise CloudError(self._say(section, cloud, f'{doing}: the answer could not be used '
+                                                       f'({type(exc).__name__}: {_text(exc, secret=secret)})')) from None
 
     def _refused(self, section: Mapping[str, Any], cloud: Optional[Cloud], doing: str, status: int,
                  message: str, busy: bool = False) -> CloudError:
-        message = _text(message)
+        message = _text(message, secret=cloud.secret if cloud else None)
         if status == 401:
             target = Spec.of(section).target
             if cloud is not None and cloud.secret.kind == 'application_credential':
@@ -526,6 +582,10 @@ class NovaHandler(ResourceHandler):
     # -- create ----------------------------------------------------------------------------
 
     def create(self, request: CreateRequest) -> Created:
+        """Boot volume (if asked), server, floating IP (if asked).  ``POST`` is not idempotent:
+        after a transient failure of a create call, and whenever the engine calls again with the
+        same request (``request.attempts > 1``), what the node instance's tags find is taken
+        (the oldest one; duplicates are deleted) rather than made a second time."""
         section = request.resource
         cloud, spec = self._cloud(section)
         tags = Tags(request.infra_id, request.node_id, request.node)
@@ -534,43 +594,161 @@ class NovaHandler(ResourceHandler):
             raise CloudError(self._say(section, cloud, f'the user data takes {len(user_data.encode())} '
                                                        f'bytes; Nova takes at most {USER_DATA_LIMIT} bytes of base64'))
         made = Made(volume_persist=spec.volume_persist)
+        unsure = False  # a server may exist that the create could not find (its volume is in use)
         try:
-            with self._errors(section, cloud, 'looking up the flavor'):
-                flavor = cloud.flavor_id(spec.region, spec.flavor)
-            if spec.volume_size is not None:
-                self._make_volume(request, cloud, spec, tags, made)
-            self._given_up(request)
-            with self._errors(section, cloud, 'creating the server'):
-                server = cloud.nova(spec.region).servers.create(
-                    spec.server_name or request.vm_name,
-                    None if made.volume_id else spec.image_id, flavor, meta=tags.metadata(),
-                    userdata=user_data, key_name=spec.key_name,
-                    security_groups=spec.security_groups or None,
-                    nics=[{'net-id': spec.network_id, 'v4-fixed-ip': ''}] if spec.network_id else None,
-                    block_device_mapping_v2=[{
-                        'uuid': made.volume_id, 'source_type': 'volume', 'destination_type': 'volume',
-                        'boot_index': 0, 'delete_on_termination': False}] if made.volume_id else None)
-            made.server_id = str(server.id)
-            if spec.floating_ip:
-                with self._errors(section, cloud, 'allocating a floating IP'):
-                    network = cloud.external_network(spec.region, spec.floating_ip_pool)
-                    fip = _dict(cloud.call('network', spec.region, 'POST', '/v2.0/floatingips', {'floatingip': {
-                        'floating_network_id': network, 'description': tags.description()}}).get('floatingip'))
-                made.floating_ip_id = str(fip.get('id') or '') or None
-                made.floating_ip = str(fip.get('floating_ip_address') or '') or None
-                if made.floating_ip_id is None:
-                    raise CloudError(self._say(section, cloud, 'Neutron allocated a floating IP without an id'))
+            if request.attempts > 1:
+                self._earlier(section, cloud, spec, tags, made)
+            if made.server_id is None:
+                with self._errors(section, cloud, 'looking up the flavor'):
+                    flavor = cloud.flavor_id(spec.region, spec.flavor)
+                if spec.volume_size is not None:
+                    self._make_volume(request, cloud, spec, tags, made)
+                self._given_up(request)
+                try:
+                    with self._errors(section, cloud, 'creating the server'):
+                        server = cloud.nova(spec.region).servers.create(
+                            spec.server_name or request.vm_name,
+                            None if made.volume_id else spec.image_id, flavor, meta=tags.metadata(),
+                            userdata=user_data, key_name=spec.key_name,
+                            security_groups=spec.security_groups or None,
+                            nics=[{'net-id': spec.network_id, 'v4-fixed-ip': ''}] if spec.network_id else None,
+                            block_device_mapping_v2=[{
+                                'uuid': made.volume_id, 'source_type': 'volume', 'destination_type': 'volume',
+                                'boot_index': 0, 'delete_on_termination': False}] if made.volume_id else None)
+                        server_id = getattr(server, 'id', None)
+                        if not isinstance(server_id, str) or not server_id:
+                            raise Refusal(f'Nova made a server without an id ({excerpt(server_id)})')
+                    made.server_id = server_id
+                except TransientCloudError as exc:
+                    unsure = not exc.unsent
+                    made.server_id = self._lost(section, cloud, spec.region, exc, 'server',
+                                                lambda: self._servers(cloud, spec.region, tags))['id']
+                    unsure = False
+            if spec.floating_ip and made.floating_ip_id is None:
+                self._make_floating_ip(section, cloud, spec, tags, made)
         except BaseException:
-            self._undo(section, cloud, spec.region, made)
+            self._undo(section, cloud, spec.region, made, 0.0 if unsure else UNDO_WAIT)
             raise
         return Created(made.server_id, extra=made.extra(), state=PENDING)
+
+    # what the tags of a node instance find (one listing each)
+
+    @staticmethod
+    def _servers(cloud: Cloud, region: Optional[str], tags: Tags) -> List[Dict[str, Any]]:
+        return _oldest_first(s for s in cloud.listing('compute', region, '/servers/detail', 'servers')
+                             if _tagged(s, tags))
+
+    @staticmethod
+    def _volumes(cloud: Cloud, region: Optional[str], tags: Tags) -> List[Dict[str, Any]]:
+        return _oldest_first(v for v in cloud.listing('volumev3', region, '/volumes/detail', 'volumes')
+                             if _tagged(v, tags) and v.get('status') not in ('deleting', 'error_deleting'))
+
+    @staticmethod
+    def _floating_ips(cloud: Cloud, region: Optional[str], tags: Tags) -> List[Dict[str, Any]]:
+        path = '/v2.0/floatingips?' + urlencode({'description': tags.description()})
+        return _oldest_first(f for f in cloud.listing('network', region, path, 'floatingips')
+                             if f.get('description') == tags.description())
+
+    def _earlier(self, section: Mapping[str, Any], cloud: Cloud, spec: Spec, tags: Tags, made: Made) -> None:
+        """Take what an earlier attempt of this create made (its answer may have been lost)."""
+        region = spec.region
+        with self._errors(section, cloud, 'looking for what an earlier attempt of this create made'):
+            servers = self._servers(cloud, region, tags)
+            volumes = self._volumes(cloud, region, tags) if spec.volume_size is not None else []
+            fips = self._floating_ips(cloud, region, tags) if spec.floating_ip else []
+        if servers:
+            made.server_id = self._keep_first(section, cloud, region, 'server', servers, lambda s: Made(
+                server_id=s['id'], volume_id=next((v['id'] for v in volumes if v['id'] in _attached(s)), None),
+                volume_persist=spec.volume_persist))['id']
+            [kept] = [s for s in servers if s['id'] == made.server_id]
+            volumes = [v for v in volumes if v['id'] in _attached(kept)] or \
+                [v for v in volumes if v.get('status') == 'available']
+        if volumes:
+            made.volume_id = self._keep_first(section, cloud, region, 'volume', volumes)['id']
+        if fips:
+            fip = self._keep_first(section, cloud, region, 'floating IP', fips)
+            made.floating_ip_id = fip['id']
+            made.floating_ip = str(fip.get('floating_ip_address') or '') or None
+
+    def _lost(self, section: Mapping[str, Any], cloud: Cloud, region: Optional[str],
+              failed: TransientCloudError, what: str, look: Callable[[], List[Dict[str, Any]]]) -> Dict[str, Any]:
+        """After a create call failed in a way that may have made the ``what`` (a time-out, a
+        5xx, a lost answer): the one its tags find, else the failure is raised."""
+        if failed.unsent:
+            raise failed
+        try:
+            with self._errors(section, cloud, f'looking for the {what} a failed create call may have made'):
+                found = look()
+        except CloudError:
+            raise failed from None
+        if not found:
+            raise failed
+        self.ctx.log.info('%s', self._say(section, cloud, f'the {what} {found[0]["id"]} was made although '
+                                                          f'the create call failed: it is taken'))
+        return self._keep_first(section, cloud, region, what, found)
+
+    def _keep_first(self, section: Mapping[str, Any], cloud: Cloud, region: Optional[str], what: str,
+                    items: List[Dict[str, Any]],
+                    made_of: Optional[Callable[[Dict[str, Any]], Made]] = None) -> Dict[str, Any]:
+        """The first of ``items`` (listed oldest first); the others, duplicates made by create
+        calls whose answers were lost, are deleted (``made_of`` says what goes with each)."""
+        made_of = made_of or (lambda item: Made(**{KIND_FIELDS[what]: item['id']}))
+        for item in items[1:]:
+            self.ctx.log.warning('%s', self._say(section, cloud, f'deleting the {what} {item["id"]}: a duplicate '
+                                                                 'made by a create call whose answer was lost'))
+            self._undo(section, cloud, region, made_of(item), 0.0)
+        return items[0]
+
+    def _make_floating_ip(self, section: Mapping[str, Any], cloud: Cloud, spec: Spec, tags: Tags,
+                          made: Made) -> None:
+        with self._errors(section, cloud, 'looking up the floating IP pool'):
+            network = cloud.external_network(spec.region, spec.floating_ip_pool)
+        try:
+            with self._errors(section, cloud, 'allocating a floating IP'):
+                fip = _dict(cloud.call('network', spec.region, 'POST', '/v2.0/floatingips', {'floatingip': {
+                    'floating_network_id': network, 'description': tags.description()}}).get('floatingip'))
+        except TransientCloudError as exc:
+            fip = self._lost(section, cloud, spec.region, exc, 'floating IP',
+                             lambda: self._floating_ips(cloud, spec.region, tags))
+        made.floating_ip_id = str(fip.get('id') or '') or None
+        made.floating_ip = str(fip.get('floating_ip_address') or '') or None
+        if made.floating_ip_id is None:
+            raise CloudError(self._say(section, cloud, 'Neutron allocated a floating IP without an id'))
 
     def _given_up(self, request: CreateRequest) -> None:
         if request.cancelled.is_set():
             raise TransientCloudError('the create call was given up by Occopus; what it made is deleted')
 
     def _make_volume(self, request: CreateRequest, cloud: Cloud, spec: Spec, tags: Tags, made: Made) -> None:
-        """A bootable volume from the image, available (bounded wait, honouring cancellation)."""
+        """A bootable volume from the image (or the one an earlier attempt made), available
+        (bounded wait, honouring cancellation)."""
+        section = request.resource
+        if made.volume_id is None:
+            volume = self._new_volume(request, cloud, spec, tags)
+            if not isinstance(volume.get('id'), str):
+                raise CloudError(self._say(section, cloud, 'Cinder made a volume without an id'))
+            made.volume_id = volume['id']
+        else:
+            volume = {}  # looked at below
+        deadline, pause = time.monotonic() + VOLUME_WAIT, VOLUME_POLL[0]
+        while True:
+            status = volume.get('status')
+            if status == 'available':
+                return
+            if volume and status not in VOLUME_BUSY:
+                raise CloudError(self._say(section, cloud, f'the boot volume {made.volume_id} became '
+                                                           f'{excerpt(status, 40)}, not available'))
+            if time.monotonic() + pause > deadline:
+                raise CloudError(self._say(section, cloud, f'the boot volume {made.volume_id} was not '
+                                                           f'available within {VOLUME_WAIT:.0f} s'))
+            if volume and request.cancelled.wait(pause):
+                self._given_up(request)
+            pause = min(pause * 2, VOLUME_POLL[1]) if volume else pause
+            with self._errors(section, cloud, 'waiting for the boot volume'):
+                volume = _dict(_dict(cloud.call('volumev3', spec.region, 'GET',
+                                                f'/volumes/{_id(made.volume_id)}')).get('volume'))
+
+    def _new_volume(self, request: CreateRequest, cloud: Cloud, spec: Spec, tags: Tags) -> Dict[str, Any]:
         section = request.resource
         size = spec.volume_size or 0
         with self._errors(section, cloud, f'looking up the image {spec.image_id}'):
@@ -582,36 +760,21 @@ class NovaHandler(ResourceHandler):
                 size = max(1, _whole(image.get('min_disk')),
                            math.ceil(_whole(image.get('size')) / (1 << 30)))
         metadata = dict(tags.metadata(), **({META_PERSIST: 'true'} if spec.volume_persist else {}))
-        with self._errors(section, cloud, 'creating the boot volume'):
-            volume = _dict(cloud.call('volumev3', spec.region, 'POST', '/volumes', {'volume': {
-                'size': size, 'imageRef': spec.image_id, 'metadata': metadata,
-                'name': f'{spec.server_name or request.vm_name}-boot',
-            }}).get('volume'))
-        if not isinstance(volume.get('id'), str):
-            raise CloudError(self._say(section, cloud, 'Cinder made a volume without an id'))
-        made.volume_id = volume['id']
-        deadline, pause = time.monotonic() + VOLUME_WAIT, VOLUME_POLL[0]
-        while True:
-            status = volume.get('status')
-            if status == 'available':
-                return
-            if status not in VOLUME_BUSY:
-                raise CloudError(self._say(section, cloud, f'the boot volume {made.volume_id} became '
-                                                           f'{excerpt(status, 40)}, not available'))
-            if time.monotonic() + pause > deadline:
-                raise CloudError(self._say(section, cloud, f'the boot volume {made.volume_id} was not '
-                                                           f'available within {VOLUME_WAIT:.0f} s'))
-            if request.cancelled.wait(pause):
-                self._given_up(request)
-            pause = min(pause * 2, VOLUME_POLL[1])
-            with self._errors(section, cloud, 'waiting for the boot volume'):
-                volume = _dict(_dict(cloud.call('volumev3', spec.region, 'GET',
-                                                f'/volumes/{_id(made.volume_id)}')).get('volume'))
+        try:
+            with self._errors(section, cloud, 'creating the boot volume'):
+                return _dict(cloud.call('volumev3', spec.region, 'POST', '/volumes', {'volume': {
+                    'size': size, 'imageRef': spec.image_id, 'metadata': metadata,
+                    'name': f'{spec.server_name or request.vm_name}-boot',
+                }}).get('volume'))
+        except TransientCloudError as exc:
+            return self._lost(section, cloud, spec.region, exc, 'volume',
+                              lambda: self._volumes(cloud, spec.region, tags))
 
-    def _undo(self, section: Mapping[str, Any], cloud: Cloud, region: Optional[str], made: Made) -> None:
+    def _undo(self, section: Mapping[str, Any], cloud: Cloud, region: Optional[str], made: Made,
+              wait: float = UNDO_WAIT) -> None:
         """Delete what a failed create made (best effort: what is left is still tagged)."""
         try:
-            self._delete(section, cloud, region, made, UNDO_WAIT)
+            self._delete(section, cloud, region, made, wait)
         except Exception as exc:  # noqa: BLE001 - the create's own error is the one to report
             self.ctx.log.warning('%s', self._say(section, cloud, f'undoing a failed create: {exc}'))
 
@@ -720,7 +883,7 @@ class NovaHandler(ResourceHandler):
         if status == 'ERROR':
             fault = _dict(server.get('fault')).get('message')
             return ResourceStatus(FAILED, addresses, private, self._say(
-                section, cloud, f'the server went into ERROR: {_text(fault) if fault else "Nova gave no reason"}'))
+                section, cloud, f'the server went into ERROR: {_text(fault, secret=cloud.secret) if fault else "Nova gave no reason"}'))
         if status in SHUTDOWN_STATUSES:
             return ResourceStatus(SHUTDOWN, addresses, private, self._say(
                 section, cloud, f'{SHUTDOWN_STATUSES[status]} ({status})'))
@@ -784,23 +947,24 @@ class NovaHandler(ResourceHandler):
 
     def find(self, infra_id: str, resources: Sequence[Mapping[str, Any]]) -> List[Found]:
         """Servers, volumes (not persistent ones) and floating IPs tagged with ``infra_id``,
-        asking each Keystone, project, credentials and region once.  Credentials that cannot
-        be found, or that Keystone refuses, cannot have made anything: they are skipped with a
-        warning (a build rolled back for wrong credentials must not be kept for them)."""
+        asking each Keystone, project, credentials and region once.
+
+        Credentials that cannot be found, or that Keystone refuses, raise (:class:`AuthError`,
+        :class:`CloudError`) like any cloud that cannot be asked: the engine then keeps the
+        records whose create was under way rather than forgetting what they may have made
+        (the credentials may have changed since the build).  Sections whose endpoint is an
+        unrendered template (from raw node definitions) name no cloud and are skipped."""
         asked = set()
         found: List[Found] = []
         for section in resources:
-            if not section.get('endpoint'):
-                continue  # the record of a create that never began: nothing to look for
-            try:
-                cloud, spec = self._cloud(section)
-                if (id(cloud), spec.region) in asked:
-                    continue
-                asked.add((id(cloud), spec.region))
-                found += self._find(infra_id, section)
-            except (AuthError, CredentialsRefused) as exc:
-                self.ctx.log.warning('%s (so nothing of %s can be looked for with these '
-                                     'credentials, nor can anything have been made)', exc, infra_id)
+            endpoint = section.get('endpoint')
+            if not endpoint or any(mark in str(endpoint) for mark in ('{{', '{%')):
+                continue  # a create that never began, or a section not rendered: no cloud to ask
+            cloud, spec = self._cloud(section)
+            if (id(cloud), spec.region) in asked:
+                continue
+            asked.add((id(cloud), spec.region))
+            found += self._find(infra_id, section)
         return found
 
     def _find(self, infra_id: str, section: Mapping[str, Any]) -> List[Found]:
@@ -828,10 +992,12 @@ class NovaHandler(ResourceHandler):
             result.append(entry)
             if entry.node_id:
                 by_node[entry.node_id] = entry
+        attached = {s['id']: _attached(s) for s in servers}
         for volume in volumes:
             meta = _dict(volume.get('metadata'))
             owner = by_node.get(str(meta.get(META_NODE_ID)))
-            if owner is not None and 'volume_id' not in owner.extra:
+            if owner is not None and 'volume_id' not in owner.extra and \
+                    volume['id'] in (attached[owner.instance_id] or [volume['id']]):
                 owner.extra['volume_id'] = volume['id']
                 continue
             result.append(Found(volume['id'], _text(meta.get(META_NODE_ID), 80) or None,
@@ -848,6 +1014,22 @@ class NovaHandler(ResourceHandler):
                                 {'kind': FLOATING_IP, 'section': keep},
                                 f'floating IP {address}'.strip()))
         return result
+
+
+def _attached(server: Mapping[str, Any]) -> List[str]:
+    """The ids of the volumes a server (as listed) has attached."""
+    return [str(_dict(v).get('id')) for v in _list(server.get('os-extended-volumes:volumes_attached'))]
+
+
+def _tagged(item: Mapping[str, Any], tags: 'Tags') -> bool:
+    """Whether a listed server or volume carries the metadata of ``tags``' node instance."""
+    meta = _dict(item.get('metadata'))
+    return meta.get(META_INFRA_ID) == tags.infra_id[:255] and meta.get(META_NODE_ID) == tags.node_id[:255]
+
+
+def _oldest_first(items: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Listed servers, volumes or floating IPs, the oldest first (by their creation time)."""
+    return sorted(items, key=lambda i: (str(i.get('created') or i.get('created_at') or ''), i['id']))
 
 
 def _id(value: Any) -> str:

@@ -30,6 +30,9 @@ RETRY_FIRST = 0.5   # seconds: the first backoff's upper bound (full jitter)
 RETRY_CAP = 10.0    # seconds: no backoff is longer
 RETRIED = (TransientCloudError, ConnectionError, TimeoutError)
 ABANDON_CHECK = 0.1  # seconds between looks at whether the command gave its calls up
+#: seconds a retry must have before the call's deadline: no retry starts that could only end
+#: by being given up (which would leave unknown whether the cloud acted on it)
+RETRY_ROOM = 0.2
 OnRetry = Callable[[str, str, int, float], None]  # what, reason, attempt, next wait
 
 
@@ -220,7 +223,7 @@ class Calls:
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(RETRIED),
             wait=tenacity.wait_random_exponential(multiplier=RETRY_FIRST, max=RETRY_CAP),
-            stop=tenacity.stop_before_delay(seconds),
+            stop=lambda state: time.monotonic() + state.upcoming_sleep >= deadline - RETRY_ROOM,
             sleep=self._sleep, before_sleep=told, reraise=True)
         try:
             return retrying(again)

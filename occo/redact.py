@@ -104,12 +104,18 @@ def mask_url(url: str) -> str:
 
 
 _URL_IN_TEXT = re.compile(r'\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\'"<>]+')
+#: punctuation that ends a sentence rather than the URL written before it
+_TRAILING = '.,;:!?)]}'
 
 
 def mask_urls(text: str) -> str:
     """``text`` with every URL in it passed through :func:`mask_url` (for messages that quote
     a URL among other words, e.g. an exception's)."""
-    return mask_known(_URL_IN_TEXT.sub(lambda match: mask_url(match.group(0)), text))
+    def masked(match: 're.Match[str]') -> str:
+        url = match.group(0)
+        kept = url.rstrip(_TRAILING)  # "at tcp://h:2375: refused": the URL ends at 2375
+        return mask_url(kept) + url[len(kept):]
+    return mask_known(_URL_IN_TEXT.sub(masked, text))
 
 
 def _escape(match: 're.Match[str]') -> str:

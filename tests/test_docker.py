@@ -325,7 +325,8 @@ def test_killed_build_leaves_a_container_that_destroy_finds_by_its_labels(occo, 
         assert re.search(r"^occopus-destroy: error: node 'n' \(instance \w{8}\): its create call was "
                          r'under way and its resource cannot be looked up by its tags: docker at '
                          r'unix://\S+: listing containers: there is no socket at \S+: start .*; they are still '
-                         rf'recorded: run occopus-destroy -i {infra} again once the cloud answers$',
+                         rf'recorded: run occopus-destroy -i {infra} again once the cloud answers'
+                         r'( \(or with --forget-unreachable if that cloud is gone for good\))?$',
                          failed.stderr, re.M), failed.stderr
         assert records(occo, infra) and len(local_image.containers(infra)) == 2
 
@@ -410,3 +411,171 @@ def test_validation(keys, problem):
                         tag='latest', origin='dockerhub'), **keys)
     found = DockerHandler.check(section)
     assert (found.message if found else None) == problem
+
+
+# -- hostile or silent engines, without the peer ------------------------------------------------
+
+SECTION = {'type': 'docker', 'endpoint': 'unix:///nowhere/docker.sock', 'image': 'busybox'}
+
+
+def bare_handler() -> DockerHandler:
+    from occo.plugins.resources.base import HandlerContext
+    return DockerHandler(HandlerContext())
+
+
+def request_for(section: Dict[str, Any]) -> CreateRequest:
+    return CreateRequest(infra_id='i', infra_name='t', node='n', node_id='0123456789ab',
+                         resource=dict(section), context=None, attempts=1)
+
+
+@pytest.mark.parametrize('acted', [False, True])
+def test_an_answer_that_cannot_be_read_is_a_cloud_error(acted):
+    """A 200 whose body is no JSON (requests' JSONDecodeError) or any other surprise becomes
+    one printable line; transient where the call may have made something."""
+    import requests.exceptions
+    from occo.errors import CloudError, TransientCloudError
+    handler = bare_handler()
+    with pytest.raises(CloudError) as caught:
+        with handler._speaking(SECTION, 'listing containers', may_have_acted=acted):
+            raise requests.exceptions.JSONDecodeError('Expecting value', '<html>\x1b[2J', 0)
+    assert type(caught.value) is (TransientCloudError if acted else CloudError)
+    assert str(caught.value) == (
+        'docker at unix:///nowhere/docker.sock: listing containers: the engine answered something '
+        'that cannot be read (JSONDecodeError: Expecting value: line 1 column 1 (char 0))')
+
+
+def test_states_ignore_entries_whose_id_is_no_text(monkeypatch):
+    from occo.instances import Instance
+    handler = bare_handler()
+    monkeypatch.setattr(handler, '_engine', lambda resource: None)
+    monkeypatch.setattr(handler, '_listed', lambda engine, resource, filters: [
+        {'Id': ['c1']}, {'Id': {'x': 1}}, {'Id': 'c1', 'State': 'running'}])
+    instances = [Instance('a', 'n', infra_id='i', resource=SECTION, instance_id='c1'),
+                 Instance('b', 'n', infra_id='i', resource=SECTION, instance_id='c2')]
+    states = handler.states(instances)
+    assert (states['a'].state, states['b'].state) == (CloudState.RUNNING, CloudState.SHUTDOWN)
+
+
+def test_a_create_waiting_for_another_ones_image_gives_its_turn_back(monkeypatch):
+    from occo.errors import TransientCloudError
+    from occo.plugins.resources import docker
+    from occo.plugins.resources.docker import Engine
+    monkeypatch.setattr(docker, 'IMAGE_LOCK_WAIT', 0.05)
+    handler = bare_handler()
+    ref = ImageRef.of(SECTION)
+    engine = Engine('unix:///nowhere/docker.sock', None, None)
+    lock = handler._image_lock((engine.url, str(ref)))
+    assert lock.acquire()
+    try:
+        with pytest.raises(TransientCloudError) as caught:
+            handler._ensure_image(engine, request_for(SECTION), ref)
+    finally:
+        lock.release()
+    assert caught.value.unsent
+    assert str(caught.value) == ('docker at unix:///nowhere/docker.sock: image busybox:latest is '
+                                 'being fetched for another node instance on this endpoint: waited '
+                                 '0.05 s for it')
+
+
+class StreamingEngine:
+    """A loopback HTTP server that answers a pull with progress messages, one every few
+    milliseconds, until the client goes away (``gone`` is set then)."""
+
+    def __init__(self) -> None:
+        import http.server
+        import socketserver
+        engine = self
+        self.sent = 0
+        self.gone = __import__('threading').Event()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = 'HTTP/1.1'
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                self.send_response(200)
+                self.send_header('Content-Type', 'application/json')
+                self.send_header('Transfer-Encoding', 'chunked')
+                self.end_headers()
+                try:
+                    for _ in range(100000):
+                        data = json.dumps({'status': 'Downloading', 'id': 'layer'}).encode() + b'\r\n'
+                        self.wfile.write(b'%x\r\n%s\r\n' % (len(data), data))
+                        self.wfile.flush()
+                        engine.sent += 1
+                        time.sleep(0.002)
+                except OSError:
+                    engine.gone.set()
+
+        self.server = socketserver.ThreadingTCPServer(('127.0.0.1', 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f'tcp://127.0.0.1:{self.server.server_address[1]}'
+        __import__('threading').Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_pull_stops_and_closes_its_stream_when_the_create_is_given_up():
+    from occo.errors import TransientCloudError
+    server = StreamingEngine()
+    try:
+        section = dict(SECTION, endpoint=server.endpoint)
+        handler, request = bare_handler(), request_for(section)
+        engine = handler._engine(section)
+        messages = []
+        real = engine.images._stream_helper
+
+        def counting(response: Any, decode: bool = False) -> Any:
+            for message in real(response, decode):
+                if decode:  # (the SDK decodes what its undecoded stream gives)
+                    messages.append(message)
+                    if len(messages) == 5:
+                        request.cancelled.set()
+                yield message
+        engine.images._stream_helper = counting
+        with pytest.raises(TransientCloudError) as caught:
+            handler._pull(engine, request, ImageRef.of(section))
+        # (base.cloud_said masks "tcp://127.0.0.1:<port>:" as a URL that does not parse)
+        assert str(caught.value).startswith('docker at ')
+        assert str(caught.value).endswith('pulling image busybox:latest from Docker Hub: the create '
+                                          'call was given up by its caller; pull stopped')
+        assert len(messages) == 5
+        assert server.gone.wait(30)  # the stream was closed: the engine's writes fail
+    finally:
+        server.close()
+
+
+def test_a_refused_connection_never_sent_the_request_a_reset_may_have():
+    """Connection refused: the request never left (unsent).  A connection closed after the
+    request was read: the engine may have acted (not unsent)."""
+    import socket
+    from occo.errors import TransientCloudError
+    from occo.localredis import free_port
+    handler = bare_handler()
+    refused = dict(SECTION, endpoint=f'tcp://127.0.0.1:{free_port()}')
+    with pytest.raises(TransientCloudError) as caught:
+        with handler._speaking(refused, 'listing containers'):
+            handler._engine(refused).calls.containers()
+    assert caught.value.unsent and 'Connection refused' in str(caught.value)
+
+    listener = socket.socket()
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(1)
+
+    def hang_up() -> None:
+        connection, _ = listener.accept()
+        connection.recv(65536)
+        connection.close()
+    __import__('threading').Thread(target=hang_up, daemon=True).start()
+    reset = dict(SECTION, endpoint=f'tcp://127.0.0.1:{listener.getsockname()[1]}')
+    try:
+        with pytest.raises(TransientCloudError) as caught:
+            with handler._speaking(reset, 'listing containers'):
+                handler._engine(reset).calls.containers()
+    finally:
+        listener.close()
+    assert not caught.value.unsent

@@ -433,9 +433,11 @@ def test_an_endpoint_that_is_not_a_url_or_does_not_answer(occo, ec2_peer, tmp_pa
         "http(s) URL such as https://ec2.eu-west-1.amazonaws.com, not 'replace_with_endpoint'"))
     assert_rolled_back(occo, ec2_peer, infra, result.stderr)
 
-    # Nothing listens: connections are refused, which may pass.  The create is retried until
-    # its deadline; the rollback cannot look for an instance there, says so and keeps the
-    # record for a later occopus-destroy.
+    # Nothing listens: connections are refused, which may pass, so the create is retried
+    # until its deadline.  Every attempt failed before its request was sent (unsent): the
+    # create made nothing.  The rollback cannot look for tagged instances there and says so,
+    # yet it need not keep the record: the infrastructure is forgotten (an endpoint typo
+    # must not leave an infrastructure that no occopus-destroy can remove).
     closed = f'http://127.0.0.1:{free_port()}'
     path = one_ec2_node(occo, tmp_path, closed)
     auth_data(occo, ec2_peer, url=closed)
@@ -450,4 +452,86 @@ def test_an_endpoint_that_is_not_a_url_or_does_not_answer(occo, ec2_peer, tmp_pa
                      rf'infrastructure {infra} on ec2: ({refused}|the find call on ec2 did not '
                      r'return within call_timeout \(1 s\))', result.stderr, re.M), result.stderr
     assert 'Traceback' not in result.stderr
-    assert result.stderr.rstrip().splitlines()[-1].startswith('occopus-build: error: ')
+    last = result.stderr.rstrip().splitlines()[-1]
+    assert re.fullmatch(r"occopus-build: error: node 'n' \(instance [0-9a-f]{8}\): ec2 at "
+                        rf'{re.escape(closed)} \({REGION}\): RunInstances: Could not connect to the '
+                        rf'endpoint URL: "{re.escape(closed)}/"', last), result.stderr
+    assert occo.infra_keys(infra) == [], result.stderr
+
+
+# -- the handler alone ---------------------------------------------------------------------------
+
+def handler(secret: str = 'hidden-secret-key') -> Any:
+    from occo.plugins.resources.base import HandlerContext
+    from occo.plugins.resources.ec2 import EC2Handler
+    return EC2Handler(HandlerContext(credentials=lambda section: {
+        'accesskey': 'AKIAABCDEFGHIJKLMNOP', 'secretkey': secret}))
+
+
+SECTION = dict(type='ec2', endpoint='http://127.0.0.1:9', regionname=REGION, image_id=IMAGE_ID,
+               instance_type=INSTANCE_TYPE)
+
+
+def test_a_listing_that_never_ends_is_cut_off():
+    """An endpoint that names a next page for ever: find (and states) stop after MAX_PAGES
+    pages with one clear error, through botocore's own paginator."""
+    from botocore.stub import Stubber
+    from occo.errors import CloudError
+    from occo.plugins.resources import ec2
+    ec2_handler = handler()
+    client, _ = ec2_handler._client(SECTION)  # loopback URL; the stubber answers, nothing is sent
+    with Stubber(client) as stubber:
+        for page in range(ec2.MAX_PAGES + 1):
+            stubber.add_response('describe_instances', {'Reservations': [], 'NextToken': f'more-{page}'})
+        with pytest.raises(CloudError) as caught:
+            ec2_handler.find('infra', [SECTION])
+        assert len(stubber._queue) == 0  # exactly MAX_PAGES + 1 pages were asked for
+    assert str(caught.value) == (
+        f'ec2 at http://127.0.0.1:9 ({REGION}): DescribeInstances answered more than '
+        f'{ec2.MAX_PAGES} pages (of up to 1000 instances each) and still named a next page: '
+        'listing stopped')
+
+
+def test_what_botocore_cannot_read_becomes_a_masked_cloud_error():
+    from occo.errors import CloudError
+    ec2_handler = handler()
+    _, keys = ec2_handler._client(SECTION)
+    with pytest.raises(CloudError) as caught:
+        with ec2_handler._errors(SECTION, keys, 'DescribeInstances'):
+            raise TypeError(f'unhashable list for AKIAABCDEFGHIJKLMNOP with hidden-secret-key\x1b[2J')
+    assert type(caught.value) is CloudError
+    assert str(caught.value) == (
+        f'ec2 at http://127.0.0.1:9 ({REGION}): DescribeInstances: the answer could not be read '
+        '(TypeError: unhashable list for *** with ***\\x1b[2J)')
+
+
+def test_keys_echoed_across_the_cut_are_masked_first():
+    """The cloud's message is cut at 500 characters, after the keys were masked: a key that
+    straddles the cut leaves no prefix behind."""
+    from botocore.exceptions import ClientError
+    ec2_handler = handler()
+    _, keys = ec2_handler._client(SECTION)
+    message = 'x' * 490 + ' AKIAABCDEFGHIJKLMNOP and hidden-secret-key'
+    error = ClientError({'Error': {'Code': 'InvalidClientTokenId', 'Message': message},
+                         'ResponseMetadata': {'HTTPStatusCode': 403}}, 'RunInstances')
+    text = str(ec2_handler._refused(SECTION, keys, 'RunInstances', error))
+    assert 'AKIA' not in text and 'hidden' not in text and 'x' * 490 + ' ***' in text
+
+
+def test_find_raises_for_credentials_it_cannot_use(ec2_peer):
+    """A destroy must not forget a record because its credentials changed after the build:
+    missing or refused credentials raise; unrendered or placeholder endpoints are skipped."""
+    from occo.errors import AuthError, CloudError
+    from occo.plugins.resources.base import HandlerContext
+    from occo.plugins.resources.ec2 import EC2Handler
+    section = dict(SECTION, endpoint=ec2_peer.url)
+    skipped = [dict(section, endpoint='{{ endpoint }}'), dict(section, endpoint='replace_with_x')]
+    nothing = EC2Handler(HandlerContext(credentials=lambda s: None))
+    assert nothing.find('infra', skipped) == []
+    with pytest.raises(AuthError, match='Cannot find credentials for ec2'):
+        nothing.find('infra', skipped + [section])
+    wrong = EC2Handler(HandlerContext(credentials=lambda s: {
+        'accesskey': ec2_peer.access, 'secretkey': 'wrong-secret-key'}))
+    with pytest.raises(CloudError, match=r'DescribeInstances refused \(AuthFailure, HTTP 401\)') as caught:
+        wrong.find('infra', [section])
+    assert ec2_peer.access not in str(caught.value)

@@ -254,6 +254,16 @@ def test_permanent_errors_are_not_retried_and_transient_ones_give_up_with_the_de
     with pytest.raises(TransientCloudError):
         calls.call('create', always_throttled, seconds=0.5, limit='x')
 
+    # No retry starts so late that it could only end by being given up: the caller hears the
+    # cloud's own last answer (here: the request never reached it), never a time-out.
+    def refused_connection():
+        time.sleep(0.02)
+        raise TransientCloudError('connection refused', unsent=True)
+    for _ in range(10):
+        with pytest.raises(TransientCloudError) as info:
+            calls.call('create', refused_connection, seconds=0.4, limit='x')
+        assert not isinstance(info.value, CallTimeout) and info.value.unsent
+
 
 def test_calls_per_endpoint_are_limited():
     calls = Calls(endpoint_limit=2)

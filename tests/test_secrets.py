@@ -49,6 +49,9 @@ def test_secret_names():
 def test_mask_urls_in_text():
     assert mask_urls('GET http://h:1/?token=abc failed; see https://x/?a=1') == \
         'GET http://h:1/?token=*** failed; see https://x/?a=1'
+    # punctuation after a URL ends the sentence, not the URL (a port followed by a colon)
+    assert mask_urls('docker at tcp://127.0.0.1:2375: refused') == 'docker at tcp://127.0.0.1:2375: refused'
+    assert mask_urls('(see http://u:pw@h:1/x?token=abc), then.') == '(see http://u:***@h:1/x?token=***), then.'
 
 
 def test_printable_and_excerpt():

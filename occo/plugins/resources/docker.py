@@ -16,26 +16,33 @@ made.
 """
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import re
+import socket
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from occo.errors import CloudError, TransientCloudError
+from occo.errors import CloudError, OccoError, TransientCloudError
 from occo.instances import Instance
 from occo.plugins.resources.base import (
     FAILED, PENDING, RUNNING, SHUTDOWN, UNKNOWN, CreateRequest, Created, Found, ResourceHandler,
     ResourceStatus, resource_keys)
-from occo.redact import excerpt, printable
+from occo.redact import excerpt, mask_urls, printable
 from occo.schema import Problem, is_template, type_name
 
 API_VERSION = '1.41'   # Docker Engine 20.10+ and podman 4 speak it; no version probe per client
 CONNECT_TIMEOUT = 10   # seconds (TCP endpoints; a unix socket connects at once)
 READ_TIMEOUT = 60      # seconds for every call but image pulls and imports
 IMAGE_TIMEOUT = 1800   # seconds a pull or import may go without an answer (create_timeout bounds it too)
+PULL_LIMIT = 3600      # seconds a pull may take in all (the engine's cancel stops it sooner)
+#: seconds a create waits for another create's pull or import of the same image on the same
+#: endpoint before it gives its turn back (a transient error: the engine tries it again later)
+IMAGE_LOCK_WAIT = 60
 POOL_SIZE = 16         # connections kept per endpoint (more than the engine's calls at once)
 
 LABEL_INFRA_ID = 'occopus.infra_id'
@@ -142,7 +149,7 @@ def _state_of(info: Mapping[str, Any]) -> Tuple[str, Optional[int], str]:
 def _exited(code: Optional[int], error: str, dead: bool = False) -> Tuple[Any, str]:
     said = 'the engine reports the container dead' if dead else 'the container exited'
     reason = said + ('' if code is None else f' with code {code}') + \
-        (f' ({printable(error)[:200]})' if error else '')
+        (f' ({_clip(error, 200)})' if error else '')
     return (FAILED if (code or 0) != 0 and not dead else SHUTDOWN), reason
 
 
@@ -190,7 +197,8 @@ def status_of(info: Optional[Mapping[str, Any]], network: Optional[str] = None) 
         cloud_state, reason = STATES[state]
     else:
         raw = info.get('State')
-        said = 'in no state' if raw is None or raw == '' else excerpt(raw.get('Status') if isinstance(raw, Mapping) else raw)
+        said = 'in no state' if raw is None or raw == '' else _quote(
+            raw.get('Status') if isinstance(raw, Mapping) else raw)
         cloud_state, reason = UNKNOWN, f'the engine reports the container {said}'
     addresses = addresses_of(info, network) if cloud_state in (RUNNING, PENDING) else []
     return ResourceStatus(cloud_state, addresses, addresses[0] if addresses else None, reason)
@@ -250,6 +258,8 @@ class DockerHandler(ResourceHandler):
         super().__init__(ctx)
         self._image_locks: Dict[Tuple[str, str], threading.Lock] = {}
         self._image_locks_lock = threading.Lock()
+        #: node ids whose container create may have reached the engine
+        self._launched: set = set()
 
     # -- clients ---------------------------------------------------------------------------
 
@@ -268,8 +278,8 @@ class DockerHandler(ResourceHandler):
         try:
             return Engine(endpoint, client(READ_TIMEOUT), client(IMAGE_TIMEOUT))
         except docker.errors.DockerException as exc:
-            raise CloudError(f'{self.type} at {printable(endpoint)}: cannot use this endpoint: '
-                             f'{excerpt(str(exc), 300)}') from None
+            raise CloudError(self.cloud_said({'endpoint': endpoint}, 'cannot use this endpoint: '
+                                             f'{_clip(str(exc), 300)}')) from None
 
     def _engine(self, resource: Mapping[str, Any]) -> Engine:
         endpoint = self.endpoint(resource)
@@ -283,18 +293,24 @@ class DockerHandler(ResourceHandler):
 
     @contextmanager
     def _speaking(self, resource: Mapping[str, Any], doing: str, *,
-                  refusal_is_final: bool = False) -> Iterator[None]:
-        """Turn what the SDK raises while ``doing`` into one-line cloud errors.
+                  refusal_is_final: bool = False, may_have_acted: bool = False) -> Iterator[None]:
+        """Turn what the SDK raises while ``doing`` into one-line cloud errors; nothing else
+        escapes (an answer that cannot be read is a :class:`~occo.errors.CloudError` too).
 
         :param refusal_is_final: a 500 answer is final (image pulls and imports, container
             creates and starts: Docker and podman answer 500 for a command that does not
             exist, an unknown network, a broken tarball, ..., which trying again for the whole
             create_timeout would not mend); otherwise 500 may pass.
+        :param may_have_acted: the call makes something (a container create): an answer that
+            cannot be read is transient then, since the engine may have acted on the call (the
+            next attempt takes the container of the same name and node id).
         """
         import docker.errors
         import requests.exceptions
         try:
             yield
+        except OccoError:
+            raise
         except docker.errors.APIError as exc:
             said = engine_text(exc.explanation if isinstance(exc.explanation, str) and
                                exc.explanation else str(exc))
@@ -314,9 +330,13 @@ class DockerHandler(ResourceHandler):
                     '(or podman system service) there, or fix endpoint')) from None
             raise TransientCloudError(self.cloud_said(
                 resource, f'{doing}: cannot reach the Docker engine ({_cause(exc)}): is it '
-                'running and listening there?')) from None
+                'running and listening there?'), unsent=_never_sent(exc)) from None
         except docker.errors.DockerException as exc:
             raise CloudError(self.cloud_said(resource, f'{doing}: {exc}')) from None
+        except Exception as exc:  # noqa: BLE001 - an answer that is no JSON, of the wrong shape...
+            text = self.cloud_said(resource, f'{doing}: the engine answered something that cannot '
+                                   f'be read ({type(exc).__name__}: {exc})')
+            raise (TransientCloudError if may_have_acted else CloudError)(text) from None
 
     # -- images ----------------------------------------------------------------------------
 
@@ -333,10 +353,18 @@ class DockerHandler(ResourceHandler):
                 return False
         return True
 
-    def _ensure_image(self, engine: Engine, resource: Mapping[str, Any], ref: ImageRef) -> None:
+    def _ensure_image(self, engine: Engine, request: CreateRequest, ref: ImageRef) -> None:
         """Make sure the engine has the image: present already (as ``docker run`` does, an
-        image is fetched only when missing), else pulled or imported as ``origin`` says."""
-        with self._image_lock((engine.url, str(ref))):
+        image is fetched only when missing), else pulled or imported as ``origin`` says.  One
+        create at a time fetches a given image on an endpoint; the others wait at most
+        :data:`IMAGE_LOCK_WAIT` seconds, then give their turn back (a transient error)."""
+        resource = request.resource
+        lock = self._image_lock((engine.url, str(ref)))
+        if not lock.acquire(timeout=IMAGE_LOCK_WAIT):
+            raise TransientCloudError(self.cloud_said(
+                resource, f'image {ref} is being fetched for another node instance on this '
+                f'endpoint: waited {IMAGE_LOCK_WAIT} s for it'), unsent=True)
+        try:
             if self._has_image(engine, resource, ref):
                 return
             if ref.origin == LOCAL:
@@ -345,21 +373,39 @@ class DockerHandler(ResourceHandler):
                     'image already there: load or import it on the Docker host first, or give '
                     'an origin)'))
             if ref.origin in DOCKER_HUB:
-                self._pull(engine, resource, ref)
+                self._pull(engine, request, ref)
             else:
                 self._import(engine, resource, ref)
             if not self._has_image(engine, resource, ref):
                 raise CloudError(self.cloud_said(
                     resource, f'image {ref}: the engine reported no error, yet it does not have '
                     'the image afterwards'))
+        finally:
+            lock.release()
 
-    def _pull(self, engine: Engine, resource: Mapping[str, Any], ref: ImageRef) -> None:
+    def _pull(self, engine: Engine, request: CreateRequest, ref: ImageRef) -> None:
+        """Pull ``ref``, reading the engine's progress messages until it is done, the create
+        is given up (``request.cancelled``), or :data:`PULL_LIMIT` seconds have passed; the
+        stream is closed whichever comes first."""
+        resource = request.resource
         doing = f'pulling image {ref} from Docker Hub'
         error = None
+        deadline = time.monotonic() + PULL_LIMIT
         with self._speaking(resource, doing, refusal_is_final=True):
-            for message in engine.images.pull(ref.repository, tag=ref.tag, stream=True, decode=True):
-                if isinstance(message, Mapping) and message.get('error'):
-                    error = engine_text(str(message['error']))
+            response, stream = _pull_stream(engine.images, ref)
+            try:
+                for message in stream:
+                    if isinstance(message, Mapping) and message.get('error'):
+                        error = engine_text(str(message['error']))
+                    if request.cancelled.is_set():
+                        raise TransientCloudError(self.cloud_said(
+                            resource, f'{doing}: the create call was given up by its caller; '
+                            'pull stopped'))
+                    if time.monotonic() > deadline:
+                        raise TransientCloudError(self.cloud_said(
+                            resource, f'{doing}: not done after {PULL_LIMIT} s; pull stopped'))
+            finally:
+                response.close()
         if error is not None:
             text = self.cloud_said(resource, f'cannot pull image {ref}: {error}')
             raise (TransientCloudError if THROTTLED.search(error) else CloudError)(text)
@@ -394,20 +440,34 @@ class DockerHandler(ResourceHandler):
         resource = request.resource
         engine = self._engine(resource)
         ref = ImageRef.of(resource)
-        self._ensure_image(engine, resource, ref)
-        if request.cancelled.is_set():
-            raise TransientCloudError('the create call was given up by its caller; no container made')
         name = container_name(request)
         network = resource.get('network_mode') or None
-        container_id = self._create_container(engine, request, ref, name, network)
+        # An earlier attempt whose container create may have reached the engine (its answer
+        # lost): what fails before this attempt's own create cannot say "nothing made".
+        earlier = request.node_id in self._launched
+        try:
+            self._ensure_image(engine, request, ref)
+            if request.cancelled.is_set():
+                raise TransientCloudError('the create call was given up by its caller; no '
+                                          'container made', unsent=True)
+            self._launched.add(request.node_id)
+            container_id = self._create_container(engine, request, ref, name, network)
+        except CloudError as exc:
+            if not earlier and isinstance(exc, TransientCloudError) and exc.unsent:
+                self._launched.discard(request.node_id)
+            if earlier and (exc.unsent if isinstance(exc, TransientCloudError) else True):
+                raise TransientCloudError(exc.message) from None  # an earlier attempt may have made it
+            raise
         try:
             if request.cancelled.is_set():
                 raise TransientCloudError('the create call was given up by its caller; '
                                           f'container {name} removed')
             with self._speaking(resource, f'starting container {name}', refusal_is_final=True):
                 engine.calls.start(container_id)
-        except BaseException:
-            self._remove_quietly(engine, container_id)
+        except BaseException as exc:
+            if not self._remove_quietly(engine, container_id) and isinstance(exc, CloudError):
+                raise TransientCloudError(f'{exc.message}; container {name} could not be removed '
+                                          '(occopus-destroy finds it by its labels)') from None
             raise
         try:
             with self._speaking(resource, f'inspecting container {name}'):
@@ -428,7 +488,7 @@ class DockerHandler(ResourceHandler):
                   LABEL_NODE: request.node}
         host_config = engine.calls.create_host_config(network_mode=network) if network else None
         with self._speaking(resource, f'creating container {name} from image {ref}',
-                            refusal_is_final=True):
+                            refusal_is_final=True, may_have_acted=True):
             try:
                 answer = engine.calls.create_container(
                     str(ref), command=context.command, environment=list(context.env or []),
@@ -440,15 +500,20 @@ class DockerHandler(ResourceHandler):
                     raise
                 answer = mine[0]
         if not isinstance(answer, Mapping) or not isinstance(answer.get('Id'), str):
-            raise CloudError(self.cloud_said(resource, f'creating container {name}: the engine '
-                                             f'answered no container id ({excerpt(answer)})'))
+            # It may have made the container all the same: the next attempt takes it by name.
+            raise TransientCloudError(self.cloud_said(
+                resource, f'creating container {name}: the engine answered no container id '
+                f'({_quote(answer)})'))
         return answer['Id']
 
-    def _remove_quietly(self, engine: Engine, container_id: str) -> None:
+    def _remove_quietly(self, engine: Engine, container_id: str) -> bool:
+        """Remove a container this create made; False if that failed (it is labelled:
+        occopus-destroy finds it)."""
         try:
             engine.calls.remove_container(container_id, force=True, v=True)
-        except Exception:  # noqa: BLE001 - labelled: destroy finds it
-            pass
+        except Exception:  # noqa: BLE001 - reported by the caller
+            return False
+        return True
 
     def _listed(self, engine: Engine, resource: Mapping[str, Any],
                 filters: Mapping[str, str]) -> List[Mapping[str, Any]]:
@@ -464,8 +529,9 @@ class DockerHandler(ResourceHandler):
         engine = self._engine(resource)
         result: Dict[str, ResourceStatus] = {}
         for infra_id in sorted({i.infra_id for i in instances}):
-            listed = {c.get('Id'): c for c in
-                      self._listed(engine, resource, {'label': f'{LABEL_INFRA_ID}={infra_id}'})}
+            listed = {c['Id']: c for c in
+                      self._listed(engine, resource, {'label': f'{LABEL_INFRA_ID}={infra_id}'})
+                      if isinstance(c.get('Id'), str)}
             for instance in instances:
                 if instance.infra_id == infra_id:
                     result[instance.node_id] = status_of(
@@ -509,6 +575,27 @@ class DockerHandler(ResourceHandler):
         return found
 
 
+def _pull_stream(api: Any, ref: ImageRef) -> Tuple[Any, Iterator[Any]]:
+    """The response of a pull and its decoded progress messages: ``APIClient.pull`` as the
+    SDK writes it (auth header from the docker config included), but with the client's read
+    time-out (the SDK's own waits for ever between two messages) and the response at hand so
+    that the caller can close it."""
+    from docker import auth, utils
+    repository, image_tag = utils.parse_repository_tag(ref.repository)
+    registry, _ = auth.resolve_repository_name(repository)
+    header = auth.get_config_header(api, registry)
+    response = api._post(api._url('/images/create'),
+                         params={'tag': ref.tag or image_tag or 'latest', 'fromImage': repository},
+                         headers={'X-Registry-Auth': header} if header else {},
+                         stream=True, timeout=api.timeout)
+    try:
+        api._raise_for_status(response)
+    except BaseException:
+        response.close()
+        raise
+    return response, api._stream_helper(response, decode=True)
+
+
 def engine_text(text: str) -> str:
     """What the engine said, without the ``docker://`` transport prefix podman writes before
     image references (it is no URL, and would be shown as one that does not parse)."""
@@ -516,22 +603,64 @@ def engine_text(text: str) -> str:
 
 
 def _text(value: Any) -> Optional[str]:
-    return printable(value)[:200] if isinstance(value, str) else None
+    return _clip(value, 200) if isinstance(value, str) else None
+
+
+def _clip(text: str, limit: int) -> str:
+    """``text`` printable, with known secrets and URL secrets masked *before* it is cut to
+    ``limit`` characters (a secret across the cut would leak its start)."""
+    return mask_urls(printable(text))[:limit]
+
+
+def _quote(value: Any, limit: int = 60) -> str:
+    """A short quotation of what the engine answered (its ``repr``, as
+    :func:`~occo.redact.excerpt` writes it), masked before it is cut."""
+    text = _clip(repr(value), 100_000)
+    return text if len(text) <= limit else PARTIAL_ESCAPE.sub('', text[:limit]) + '…'
+
+
+#: the start of an escape (``\x1b``...) that a cut left unfinished
+PARTIAL_ESCAPE = re.compile(r'\\(?:x[0-9a-f]?|u[0-9a-f]{0,3})?$')
+
+
+#: what an OSError says when the connection was never made (the request was not sent)
+NOT_CONNECTED = (errno.ECONNREFUSED, errno.ENOENT, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                 errno.EADDRNOTAVAIL)
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """True if a connection error happened while connecting (refused, no socket file, no
+    route, a name that does not resolve), so that the request never reached the engine; not
+    for a reset or a lost answer after sending."""
+    from urllib3.exceptions import NewConnectionError
+    for item in _chain(exc):
+        if isinstance(item, (NewConnectionError, socket.gaierror)):
+            return True
+        if isinstance(item, OSError) and item.errno in NOT_CONNECTED:
+            return True
+    return False
+
+
+def _chain(exc: BaseException) -> List[BaseException]:
+    """``exc`` and the exceptions it wraps (the SDK wraps urllib3's in requests'), at most 20."""
+    seen: List[BaseException] = [exc]
+    index = 0
+    while index < min(len(seen), 20):
+        item = seen[index]
+        index += 1
+        seen += [x for x in (getattr(item, 'reason', None), item.__cause__, item.__context__,
+                             *getattr(item, 'args', ())) if isinstance(x, BaseException)
+                 and all(x is not y for y in seen)]
+    return seen[:20]
 
 
 def _cause(exc: BaseException) -> str:
     """The innermost reason of a connection error (``Connection refused``...), short: the
     SDK wraps it in urllib3's and requests' errors."""
-    seen: List[Any] = [exc]
-    index = 0
-    while index < min(len(seen), 20):
-        item = seen[index]
-        index += 1
+    for item in _chain(exc):
         if isinstance(item, OSError) and item.strerror:
-            return printable(item.strerror)[:120]
-        seen += [x for x in (getattr(item, 'reason', None), item.__cause__, item.__context__,
-                             *getattr(item, 'args', ())) if isinstance(x, BaseException)]
-    return excerpt(str(exc), 120)
+            return _clip(item.strerror, 120)
+    return _clip(str(exc), 120)
 
 
 def _import_outcome(answer: Any) -> Tuple[Optional[str], Optional[str]]:

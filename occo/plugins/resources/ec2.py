@@ -14,18 +14,19 @@ it may.  boto3 is imported only when a client is made.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from occo.errors import AuthError, CloudError, TransientCloudError
+from occo.errors import AuthError, CloudError, OccoError, TransientCloudError
 from occo.instances import Instance
 from occo.plugins.resources.base import (
     PENDING, RUNNING, SHUTDOWN, UNKNOWN, CreateRequest, Created, Found, ResourceHandler,
     ResourceStatus, resource_keys)
-from occo.redact import MASK, excerpt, printable
-from occo.schema import Problem, expect_list, type_name
+from occo.redact import MASK, excerpt, mask_urls, printable
+from occo.schema import Problem, expect_list, is_template, type_name
 
 #: AWS accepts at most this many bytes of user data (counted before base64).
 USER_DATA_LIMIT = 16384
@@ -38,6 +39,9 @@ POOL_CONNECTIONS = 50  # more than the engine's calls at once per endpoint, so n
 #: values one DescribeInstances filter may carry on AWS
 FILTER_VALUES = 200
 PAGE_SIZE = 1000
+#: pages of one DescribeInstances listing at most (an endpoint that keeps handing out next
+#: tokens is refused, not followed for ever)
+MAX_PAGES = 100
 #: seconds after its create during which an instance the cloud does not list yet is taken
 #: for pending, not gone (EC2's eventual consistency)
 NOT_LISTED_GRACE = 120.0
@@ -109,7 +113,8 @@ class Seen:
     def status(self) -> ResourceStatus:
         state, why = STATES.get(self.state, (UNKNOWN, None))
         if state == UNKNOWN:
-            why = (f'the cloud reports the state {excerpt(self.state)}, which Occopus does not know'
+            why = (f'the cloud reports the state {excerpt(mask_urls(self.state))}, which Occopus '
+                   'does not know'
                    if self.state else 'the cloud reports no state for the instance')
         if why and self.reason:
             why = f'{why}: {self.reason}'
@@ -144,8 +149,14 @@ def _seen(raw: Any) -> Optional[Seen]:
         if isinstance(key, str) and isinstance(value, str):
             tags[key] = value
     return Seen(instance_id, name if isinstance(name, str) else '',
-                printable(' '.join(why.split()))[:300] if isinstance(why, str) else '',
+                _clean(why, 300) if isinstance(why, str) else '',
                 addresses, _text(raw.get('PrivateIpAddress')), tags)
+
+
+def _clean(text: str, limit: int) -> str:
+    """What the cloud said on one printable line, known secrets and URL secrets masked
+    *before* it is cut to ``limit`` characters (a secret across the cut would leak its start)."""
+    return mask_urls(printable(' '.join(text.split())))[:limit]
 
 
 def _instances(pages: Iterable[Any]) -> Iterator[Seen]:
@@ -219,6 +230,14 @@ class EC2Handler(ResourceHandler):
             yield Problem(f"'tags' must be a mapping of tag names to values, got {type_name(tags)}",
                           ('tags',))
 
+    def __init__(self, ctx: Any) -> None:
+        super().__init__(ctx)
+        #: per thread: whether an attempt of the current call reached the endpoint
+        self._wire = threading.local()
+        #: node ids whose RunInstances may have reached the cloud (an attempt of their create
+        #: that failed later cannot say "nothing made")
+        self._launched: set = set()
+
     @classmethod
     def endpoint(cls, resource: Mapping[str, Any]) -> str:
         """The endpoint URL and its region: one EC2 endpoint may serve several regions."""
@@ -260,9 +279,23 @@ class EC2Handler(ResourceHandler):
         session = boto3.session.Session(aws_access_key_id=credentials['accesskey'],
                                         aws_secret_access_key=credentials['secretkey'],
                                         region_name=endpoint.region)
-        return session.client('ec2', endpoint_url=endpoint.url, config=Config(
+        client = session.client('ec2', endpoint_url=endpoint.url, config=Config(
             retries=dict(RETRIES), connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
             max_pool_connections=POOL_CONNECTIONS))
+        client.meta.events.register_first('needs-retry.ec2', self._attempted)
+        return client
+
+    def _attempted(self, caught_exception: Any = None, **_: Any) -> Optional[bool]:
+        """botocore's hook after every attempt of a call (its own retries included): note
+        whether this one reached the endpoint (it did unless the connection itself failed:
+        refused, no route, a name that does not resolve).  Such a failure is not retried by
+        botocore (False: the first answer of this hook decides) but given to the engine at
+        once, which retries it with its own backoff within the node's deadline."""
+        from botocore.exceptions import EndpointConnectionError
+        if isinstance(caught_exception, EndpointConnectionError):
+            return False
+        self._wire.reached = True
+        return None
 
     @contextmanager
     def _errors(self, resource: Mapping[str, Any], keys: Keys, call: str,
@@ -270,9 +303,12 @@ class EC2Handler(ResourceHandler):
         """botocore's exceptions as ours: one line, the keys hidden, transient where it may
         pass; a refusal with an error code of ``ignore`` is no error."""
         from botocore.exceptions import (BotoCoreError, ClientError, ConnectionError,
-                                         HTTPClientError, SSLError)
+                                         EndpointConnectionError, HTTPClientError, SSLError)
+        self._wire.reached = False
         try:
             yield
+        except OccoError:
+            raise
         except ClientError as exc:
             if _code(exc) in ignore:
                 return
@@ -280,17 +316,23 @@ class EC2Handler(ResourceHandler):
         except (HTTPClientError, ConnectionError) as exc:
             if isinstance(exc, SSLError):
                 raise CloudError(self._say(resource, keys, f'{call}: {exc}')) from None
-            raise TransientCloudError(self._say(resource, keys, f'{call}: {exc}')) from None
+            # The connection itself failed on every attempt botocore made: nothing was sent.
+            unsent = isinstance(exc, EndpointConnectionError) and not self._wire.reached
+            raise TransientCloudError(self._say(resource, keys, f'{call}: {exc}'),
+                                      unsent=unsent) from None
         except (BotoCoreError, ValueError) as exc:  # bad parameters, a region boto3 refuses
             raise CloudError(self._say(resource, keys, f'{call}: {exc}')) from None
+        except Exception as exc:  # noqa: BLE001 - an answer botocore could not make sense of
+            raise CloudError(self._say(resource, keys, f'{call}: the answer could not be read '
+                                                       f'({type(exc).__name__}: {exc})')) from None
 
     def _say(self, resource: Mapping[str, Any], keys: Keys, said: str) -> str:
-        return self.cloud_said(resource, keys.hide(said))
+        return self.cloud_said(resource, keys.hide(said))  # masked whole, cut after
 
     def _refused(self, resource: Mapping[str, Any], keys: Keys, call: str, exc: Any) -> CloudError:
         code, message, status = _code(exc) or 'an error', _said(exc, 'Message'), _status(exc)
-        said = f'{call} refused ({code}{f", HTTP {status}" if status else ""})' + \
-            (f': {message[:500]}' if message else '')
+        said = f'{call} refused ({_clean(keys.hide(code), 100)}{f", HTTP {status}" if status else ""})' + \
+            (f': {_clean(keys.hide(message), 500)}' if message else '')
         transient = code in TRANSIENT_CODES or status >= 500 or status == 429
         hint = '' if transient else self._hint(resource, code, message)
         text = self._say(resource, keys, said + (f' -- {hint}' if hint else ''))
@@ -323,10 +365,21 @@ class EC2Handler(ResourceHandler):
             return 'the credentials are not allowed this call'
         return ''
 
-    def _describe(self, client: Any, filters: List[Dict[str, Any]]) -> Iterator[Seen]:
+    def _describe(self, resource: Mapping[str, Any], client: Any,
+                  filters: List[Dict[str, Any]]) -> Iterator[Seen]:
         pages = client.get_paginator('describe_instances').paginate(
             Filters=filters, PaginationConfig={'PageSize': PAGE_SIZE})
-        return _instances(pages)
+        return _instances(self._capped(resource, pages))
+
+    def _capped(self, resource: Mapping[str, Any], pages: Iterable[Any]) -> Iterator[Any]:
+        """At most :data:`MAX_PAGES` pages: an endpoint that hands out next tokens for ever is
+        refused rather than followed."""
+        for number, page in enumerate(pages, 1):
+            if number > MAX_PAGES:
+                raise CloudError(self.cloud_said(
+                    resource, f'DescribeInstances answered more than {MAX_PAGES} pages (of up to '
+                    f'{PAGE_SIZE} instances each) and still named a next page: listing stopped'))
+            yield page
 
     # -- operations ------------------------------------------------------------------------
 
@@ -359,8 +412,20 @@ class EC2Handler(ResourceHandler):
             params['SubnetId'] = str(resource['subnet_id'])
         if request.cancelled.is_set():
             raise TransientCloudError('the create call was given up by its caller; nothing made')
-        with self._errors(resource, keys, 'RunInstances'):
-            answer = client.run_instances(**params)
+        # The node id is the ClientToken: an attempt after one whose answer was lost gets the
+        # same instance back.  An attempt that never reached the cloud made nothing only if
+        # no earlier attempt of this create may have reached it.
+        earlier = request.node_id in self._launched
+        self._launched.add(request.node_id)
+        try:
+            with self._errors(resource, keys, 'RunInstances'):
+                answer = client.run_instances(**params)
+        except TransientCloudError as exc:
+            if exc.unsent and earlier:
+                exc.unsent = False
+            elif exc.unsent:
+                self._launched.discard(request.node_id)
+            raise
         made = next(_instances([{'Reservations': [answer]}]), None)
         if made is None:
             raise CloudError(self.cloud_said(resource, 'RunInstances answered without an instance id'))
@@ -381,7 +446,7 @@ class EC2Handler(ResourceHandler):
             with self._errors(resource, keys, 'DescribeInstances'):
                 for chunk in _chunks(ids, FILTER_VALUES):  # a filter ignores unknown ids
                     seen.update((s.instance_id, s) for s in self._describe(
-                        client, [{'Name': 'instance-id', 'Values': list(chunk)}]))
+                        resource, client, [{'Name': 'instance-id', 'Values': list(chunk)}]))
             for instance in members:
                 result[instance.node_id] = self._status(instance, seen.get(str(instance.instance_id)))
         return result
@@ -404,27 +469,28 @@ class EC2Handler(ResourceHandler):
 
     def find(self, infra_id: str, resources: Sequence[Mapping[str, Any]]) -> List[Found]:
         """Instances tagged with ``infra_id`` in every state but terminated, asking each
-        endpoint, region and credentials once.  Credentials that cannot be found, or that the
-        cloud refuses, cannot have made anything: they are skipped with a warning, so that a
-        build that failed for them rolls back completely."""
+        endpoint, region and credentials once.
+
+        Sections that cannot name a cloud are skipped: an endpoint that is an unrendered
+        template (from a raw node definition), is no http(s) URL, or has no region (no call
+        can be made there, so nothing was made).  Credentials that cannot be found or that
+        the cloud refuses raise (:class:`~occo.errors.AuthError`,
+        :class:`~occo.errors.CloudError`): the caller then knows this endpoint could not be
+        asked, and does not forget what may be there."""
         found: Dict[str, Found] = {}
         asked = set()
         for resource in resources:
-            if not URL.match(str(resource.get('endpoint') or '')) or not resource.get('regionname'):
-                continue  # nothing can be made there (or a section from before it was rendered)
-            try:
-                account = self._account(resource)
-                if account not in asked:
-                    asked.add(account)
-                    for seen in self._tagged(resource, infra_id):
-                        found.setdefault(seen.instance_id, Found(
-                            seen.instance_id, seen.tags.get(TAG_NODE_ID), seen.tags.get(TAG_NODE),
-                            dict(resource), what='instance'))
-            except (CloudError, AuthError) as exc:
-                if not isinstance(exc, AuthError) and getattr(exc, 'cloud_code', '') not in AUTH_CODES:
-                    raise
-                self.ctx.log.warning('%s (nothing can have been made with these credentials, so '
-                                     'no instance of %s is looked for with them)', exc, infra_id)
+            endpoint = resource.get('endpoint')
+            if is_template(endpoint) or not URL.match(str(endpoint or '')) or \
+                    not resource.get('regionname'):
+                continue
+            account = self._account(resource)
+            if account not in asked:
+                asked.add(account)
+                for seen in self._tagged(resource, infra_id):
+                    found.setdefault(seen.instance_id, Found(
+                        seen.instance_id, seen.tags.get(TAG_NODE_ID), seen.tags.get(TAG_NODE),
+                        dict(resource), what='instance'))
         return list(found.values())
 
     def _tagged(self, resource: Mapping[str, Any], infra_id: str) -> List[Seen]:
@@ -432,5 +498,5 @@ class EC2Handler(ResourceHandler):
         filters = [{'Name': f'tag:{TAG_INFRA_ID}', 'Values': [infra_id]},
                    {'Name': 'instance-state-name', 'Values': list(LIVE_STATES)}]
         with self._errors(resource, keys, 'DescribeInstances'):
-            return [seen for seen in self._describe(client, filters)
+            return [seen for seen in self._describe(resource, client, filters)
                     if seen.tags.get(TAG_INFRA_ID) == infra_id and seen.state != 'terminated']

@@ -326,7 +326,7 @@ def test_killed_build_leaves_a_container_that_destroy_finds_by_its_labels(occo, 
                          r'under way and its resource cannot be looked up by its tags: docker at '
                          r'unix://\S+: listing containers: there is no socket at \S+: start .*; they are still '
                          rf'recorded: run occopus-destroy -i {infra} again once the cloud answers'
-                         r'( \(or with --forget-unreachable if that cloud is gone for good\))?$',
+                         r' \(or with --forget-unreachable if that cloud is gone for good\)$',
                          failed.stderr, re.M), failed.stderr
         assert records(occo, infra) and len(local_image.containers(infra)) == 2
 
@@ -335,6 +335,34 @@ def test_killed_build_leaves_a_container_that_destroy_finds_by_its_labels(occo, 
         assert f'dropped ({made["Id"]})' in destroyed.stderr
         assert f'dropped ({unknown})' in destroyed.stderr
     assert_rolled_back(occo, local_image, infra)
+
+
+def test_forget_unreachable_gives_up_on_an_engine_that_is_gone(occo, local_image, tmp_path):
+    """A build killed while its create was under way, on an engine that then goes away for
+    good: destroy keeps the record (exit 1) until told --forget-unreachable, which forgets it
+    and says that what it made, if anything, stays labelled."""
+    with HoldingProxy(str(local_image.socket), tmp_path,
+                      hold=r'POST /v[\d.]+/containers/\w+/start') as proxy:
+        path = one_node(occo, tmp_path, local_image, endpoint=proxy.endpoint)
+        infra = infra_id()
+        kill_build_when(occo, proxy.held, '-i', infra, path)
+        [made] = local_image.containers(infra)
+    # the proxy is closed: its socket is gone, as the engine's would be
+    assert one_line_error(occo.run('occopus-destroy', '-i', infra)).endswith(
+        '(or with --forget-unreachable if that cloud is gone for good)')
+    assert records(occo, infra)
+
+    forgot = occo.run('occopus-destroy', '--forget-unreachable', '-i', infra)
+    assert forgot.returncode == 0, forgot.stderr
+    assert re.search(r"^occopus-destroy: warning: node 'n' \(instance [\w-]+\): its create call was "
+                     r'under way and its resource cannot be looked up by its tags: .*; forgetting it '
+                     rf'\(--forget-unreachable\): what it made, if anything, stays tagged with {infra}$',
+                     forgot.stderr, re.M), forgot.stderr
+    assert forgot.stdout.strip() == f'Destroyed infrastructure {infra} (1 instance)'
+    assert occo.infra_keys(infra) == []
+    [left] = local_image.containers(infra)  # still labelled, for the user to remove
+    assert left['Id'] == made['Id']
+    local_image.client().remove_container(made['Id'], force=True)
 
 
 # -- without an engine ---------------------------------------------------------------------------

@@ -10,8 +10,9 @@ import re
 import shutil
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -289,16 +290,25 @@ def test_manage_replaces_a_container_killed_out_of_band(occo, local_image, tmp_p
     assert_rolled_back(occo, local_image, infra)
 
 
+@contextmanager
+def killed_while_starting(occo, peer: PodmanPeer, folder: Path
+                          ) -> Iterator[Tuple[HoldingProxy, str, Dict[str, Any]]]:
+    """A one-node build SIGKILLed while a proxy in front of the engine holds its start call
+    (the container exists, its record has no id): the proxy, the infrastructure id and the
+    container, until the proxy is closed."""
+    with HoldingProxy(str(peer.socket), folder, hold=r'POST /v[\d.]+/containers/\w+/start') as proxy:
+        path = one_node(occo, folder, peer, endpoint=proxy.endpoint)
+        infra = infra_id()
+        kill_build_when(occo, proxy.held, '-i', infra, path)
+        [made] = peer.containers(infra)
+        yield proxy, infra, made
+
+
 def test_killed_build_leaves_a_container_that_destroy_finds_by_its_labels(occo, local_image, tmp_path):
     """SIGKILL while the build waits for the start call's answer: the container exists, its
     record has no id.  A second container labelled for the infrastructure, which no record
     knows, stands for a create whose record was never written."""
-    with HoldingProxy(str(local_image.socket), tmp_path,
-                      hold=r'POST /v[\d.]+/containers/\w+/start') as proxy:
-        path = one_node(occo, tmp_path, local_image, endpoint=proxy.endpoint)
-        infra = infra_id()
-        kill_build_when(occo, proxy.held, '-i', infra, path)
-        [made] = local_image.containers(infra)
+    with killed_while_starting(occo, local_image, tmp_path) as (proxy, infra, made):
         [record] = records(occo, infra).values()
         assert (record['state'], record['instance_id']) == ('creating', None)
         client = local_image.client()
@@ -341,12 +351,8 @@ def test_forget_unreachable_gives_up_on_an_engine_that_is_gone(occo, local_image
     """A build killed while its create was under way, on an engine that then goes away for
     good: destroy keeps the record (exit 1) until told --forget-unreachable, which forgets it
     and says that what it made, if anything, stays labelled."""
-    with HoldingProxy(str(local_image.socket), tmp_path,
-                      hold=r'POST /v[\d.]+/containers/\w+/start') as proxy:
-        path = one_node(occo, tmp_path, local_image, endpoint=proxy.endpoint)
-        infra = infra_id()
-        kill_build_when(occo, proxy.held, '-i', infra, path)
-        [made] = local_image.containers(infra)
+    with killed_while_starting(occo, local_image, tmp_path) as (_, infra, made):
+        pass
     # the proxy is closed: its socket is gone, as the engine's would be
     assert one_line_error(occo.run('occopus-destroy', '-i', infra)).endswith(
         '(or with --forget-unreachable if that cloud is gone for good)')

@@ -17,11 +17,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from occo import advice, plugins, templates
 from occo.compiler import InfraGraph, compile_infra
 from occo.config import AuthData, Config
-from occo.descriptions.infra import InfraDescription, load_infra_description
+from occo.descriptions.infra import (InfraDescription, load_infra_description,
+                                     parse_infra_description_text)
 from occo.descriptions.nodedefs import NodeDefinition, load_node_definitions
-from occo.errors import (BuildError, DescriptionError, LeaseHeld, LeaseLost, NotImplementedYet,
-                         OccoError, StoreError, TeardownError, UnknownInfrastructure, UsageError,
-                         describe_error)
+from occo.errors import (BuildCancelled, BuildError, Conflict, DescriptionError, LeaseHeld,
+                         LeaseLost, NotImplementedYet, OccoError, StoreError, TeardownError,
+                         UnknownInfrastructure, UnknownNode, UsageError, describe_error)
 from occo.executor import Executor, Failure, uninterruptible
 from occo.instances import InfraState, InfraStatus, Instance, State
 from occo.leases import held
@@ -192,6 +193,14 @@ class Occopus:
             self.warn(message)
         return desc
 
+    def parse_description(self, text: str, source: str) -> InfraDescription:
+        """Check an infrastructure description given as text (warnings are reported); it may
+        not import files, since it names no folder to find them in."""
+        desc = parse_infra_description_text(text, source, limits=self.config.limits)
+        for message in desc.warnings:
+            self.warn(message)
+        return desc
+
     def dry_run(self, path: str, infra_id: Optional[str] = None) -> DryRun:
         """Check, compile and plan the infrastructure description at ``path``.
 
@@ -262,15 +271,23 @@ class Occopus:
     def build(self, path: str, *, infra_id: Optional[str] = None,
               parallelize: Optional[bool] = None, parallelism: Optional[int] = None,
               report: Optional[Warn] = None, on_plan: Optional[PlanHook] = None,
-              replace: Sequence[str] = ()) -> BuildResult:
+              replace: Sequence[str] = (), text: Optional[str] = None,
+              stop: Optional[threading.Event] = None,
+              on_submitted: Optional[Callable[[str], None]] = None) -> BuildResult:
         """Build the infrastructure described in ``path``: every node in dependency order,
         each instance waited for until it is ready.  If ``infra_id`` names an existing
         infrastructure, apply the changed description to it instead (see :meth:`update`;
         ``on_plan(plan, graph)`` then sees the plan before it is carried out).
 
         Transactional: on any error or interrupt (KeyboardInterrupt, which the CLI also raises
-        for SIGTERM) every resource created is dropped, dependents first, and the
-        infrastructure is forgotten; then the exception propagates.
+        for SIGTERM, or ``stop`` being set: :class:`BuildCancelled`) every resource created is
+        dropped, dependents first, and the infrastructure is forgotten; then the exception
+        propagates.
+
+        :param text: the description itself (e.g. a REST request body; ``path`` then only
+            names it in messages, and it may not import files).
+        :param on_submitted: called with the infrastructure id once it is stored (state
+            ``building``), before any cloud is asked.
         """
         report = report or self.warn
         if infra_id is not None:
@@ -285,7 +302,8 @@ class Occopus:
         if replace:
             raise UsageError('--replace goes with -i ID of a live infrastructure: there is nothing '
                              'to replace in a new one')
-        graph, nodedefs = self.compile(self.load_description(path), infra_id)
+        desc = self.load_description(path) if text is None else self.parse_description(text, path)
+        graph, nodedefs = self.compile(desc, infra_id)
         check_buildable(graph, nodedefs)
         now = round(time.time(), 3)
         summary = {'name': graph.infra_name, 'namespace': self.config.namespace,
@@ -299,7 +317,11 @@ class Occopus:
             executor = self._executor(store, graph, nodedefs, parallelize, parallelism, report)
             try:
                 report(f'Submitted infrastructure: {graph.infra_id}')
-                executor.create_all(plan.creates)
+                if on_submitted is not None:
+                    on_submitted(graph.infra_id)
+                executor.create_all(plan.creates, stop=stop)
+                if stop is not None and stop.is_set():
+                    raise BuildCancelled(f'the build of {graph.infra_id} was cancelled')
                 store.set_infra_state(graph.infra_id, InfraStatus.READY, dict(summary, **counts(plan)))
                 return BuildResult(graph, group_instances(graph, store.instances(graph.infra_id)))
             except BaseException as exc:
@@ -607,6 +629,38 @@ class Occopus:
         except OccoError:
             pass  # Redis itself is the problem; the next pass tries again
 
+    # -- background maintenance (the REST service) ----------------------------------------------
+
+    def attach(self, infra_id: str) -> None:
+        """Mark an infrastructure as maintained in the background by the REST service.
+
+        :raises UnknownInfrastructure: if it does not exist.
+        :raises Conflict: if it is maintained already.
+        """
+        was = self.store.set_maintained(check_infra_id(infra_id), True)
+        if was is None:
+            raise UnknownInfrastructure(infra_id)
+        if was:
+            raise Conflict(f'infrastructure {infra_id} is already being maintained')
+
+    def detach(self, infra_id: str) -> None:
+        """Stop maintaining an infrastructure in the background; it keeps running.
+
+        :raises UnknownInfrastructure: if it does not exist.
+        :raises Conflict: if it is not maintained.
+        """
+        was = self.store.set_maintained(check_infra_id(infra_id), False)
+        if was is None:
+            raise UnknownInfrastructure(infra_id)
+        if not was:
+            raise Conflict(f'infrastructure {infra_id} is not maintained')
+
+    def maintained(self) -> List[str]:
+        """The ids of the infrastructures marked maintained, oldest first."""
+        registry = self.store.infras()
+        ids = sorted(registry, key=lambda i: registry[i].get('created_at', 0))
+        return self.store.maintained(ids)
+
     # -- scaling -------------------------------------------------------------------------------
 
     def scale(self, infra_id: str, node: str, *, change: Optional[int] = None,
@@ -619,7 +673,7 @@ class Occopus:
         record = self._known(check_infra_id(infra_id))
         graph = InfraGraph.from_json(record['graph'])
         if node not in graph.nodes:
-            raise OccoError(f"node '{node}' does not exist in infrastructure '{infra_id}' "
+            raise UnknownNode(f"node '{node}' does not exist in infrastructure '{infra_id}' "
                             f"(nodes: {', '.join(graph.nodes)})")
         request: Dict[str, Any] = {'node': node, 'time': round(time.time(), 3), 'who': WHO}
         if target is not None:

@@ -30,6 +30,7 @@ ENV_AUTH_DATA_PATH = 'OCCOPUS_AUTH_DATA_PATH'
 ENV_REDIS_URL = 'OCCOPUS_REDIS_URL'
 ENV_REDIS_PREFIX = 'OCCOPUS_REDIS_PREFIX'
 ENV_HEALTH_CHECKS = 'OCCOPUS_HEALTH_CHECKS'
+ENV_REST_TOKEN = 'OCCOPUS_REST_TOKEN'
 USER_DIR = os.path.join('~', '.occopus')
 CONFIG_NAME = 'occopus_config.yaml'
 AUTH_DATA_NAME = 'auth_data.yaml'
@@ -59,6 +60,12 @@ class Config:
     rest_host: str = '127.0.0.1'
     rest_port: int = 5000
     rest_token: Optional[str] = field(default=None, repr=False)
+    #: seconds between the REST service's manage passes over each maintained infrastructure
+    rest_interval: float = 10.0
+    #: bytes a REST request body may hold
+    rest_max_body: int = 1 << 20
+    #: origins a browser may call the REST API from (CORS is off when empty)
+    rest_cors_origins: Tuple[str, ...] = ()
     parallelize: bool = False
     parallelism: int = 10
     create_timeout: float = 1800.0
@@ -131,6 +138,10 @@ _FIELDS: Dict[Tuple[str, ...], Tuple[str, Any, str]] = {
     ('rest', 'host'): ('rest_host', _is_text, 'a host name or address'),
     ('rest', 'port'): ('rest_port', _is_whole(1, 65535), 'a port number (1-65535)'),
     ('rest', 'token'): ('rest_token', _is_text, 'non-empty text'),
+    ('rest', 'interval'): ('rest_interval', _is_seconds(0.1), 'a number of seconds >= 0.1'),
+    ('rest', 'max_body'): ('rest_max_body', _is_whole(1024), 'a number of bytes >= 1024'),
+    ('rest', 'cors_origins'): ('rest_cors_origins', lambda v: isinstance(v, list) and all(
+        isinstance(o, str) and o for o in v), 'a list of origins, e.g. [https://portal.example.org]'),
     ('parallelize',): ('parallelize', lambda v: isinstance(v, bool), 'true or false'),
     ('parallelism',): ('parallelism', _is_whole(1), 'a whole number >= 1'),
     ('create_timeout',): ('create_timeout', lambda v: isinstance(v, (int, float))
@@ -379,6 +390,8 @@ def _apply_environment(config: Config, environ: Mapping[str, str]) -> Config:
         if health.lower() not in ('0', '1', 'false', 'true', 'no', 'yes', 'off', 'on'):
             raise ConfigError(f'{ENV_HEALTH_CHECKS} must be 0 or 1 (or false/true), got {excerpt(health)}')
         changes['health_checks'] = health.lower() in ('1', 'true', 'yes', 'on')
+    if environ.get(ENV_REST_TOKEN):
+        changes['rest_token'] = environ[ENV_REST_TOKEN]
     return replace(config, **changes)
 
 

@@ -97,6 +97,11 @@ class UnknownInfrastructure(OccoError):
     def __init__(self, infra_id: str, note: str = 'occopus-manage -l lists the known ones') -> None:
         super().__init__(f'Unknown infrastructure: "{infra_id}" ({note})')
         self.infra_id = infra_id
+        self.infra_id = infra_id
+
+
+class UnknownNode(OccoError):
+    """An infrastructure has no node of the given name."""
 
 
 class CloudError(OccoError):
@@ -134,6 +139,14 @@ class BuildError(OccoError):
         self.failures = failures
         #: what did become ready meanwhile (a pass keeps it)
         self.ready = list(ready)
+
+
+class Conflict(OccoError):
+    """The request clashes with the infrastructure's state (attach of a maintained one...)."""
+
+
+class BuildCancelled(OccoError):
+    """A build was told to stop (a REST ``DELETE`` during it): it rolled back."""
 
 
 class TeardownError(OccoError):

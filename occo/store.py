@@ -193,8 +193,11 @@ requests_key = _infra_part('requests')
 backoff_key = _infra_part('backoff')
 lease_key = _infra_part('lease')
 fence_key = _infra_part('fence')
+maintained_key = _infra_part('maintained')
+#: why a background build's infrastructure is gone (kept a while after its other keys)
+outcome_key = _infra_part('outcome')
 _INFRA_KEYS = (infra_key, instances_key, targets_key, failtimes_key, events_key, requests_key,
-               backoff_key, fence_key, lease_key)
+               backoff_key, maintained_key, fence_key, lease_key)
 
 
 def infra_keys(prefix: str, infra_id: str) -> List[str]:
@@ -496,6 +499,10 @@ class Store:
 
     # -- node definitions --------------------------------------------------------------------
 
+    def ping(self) -> None:
+        """:raises StoreError: if Redis does not answer (within the retry window)."""
+        self._call(self.client.ping)
+
     def put_node_definitions(self, namespace: str, definitions: Mapping[str, Any]) -> None:
         """Store every definition (type name -> JSON-able data) of ``namespace`` at once,
         replacing definitions of the same types.  One command: all or nothing."""
@@ -656,6 +663,42 @@ class Store:
         self._apply(infra_id, [['DEL', key] for key in infra_keys(self.prefix, infra_id)
                                if key != lease])
         self._call(lambda: self.client.hdel(infras_key(self.prefix), infra_id))
+
+    def set_maintained(self, infra_id: str, maintained: bool) -> Optional[bool]:
+        """Mark an infrastructure as maintained in the background (the REST service's
+        ``attach``) or not (``detach``).  Returns whether it was marked before, or None if the
+        infrastructure does not exist (then nothing is written: a mark never outlives it)."""
+        script = ("if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end "
+                  "local was = redis.call('EXISTS', KEYS[2]) "
+                  "if ARGV[1] == '1' then redis.call('SET', KEYS[2], '1') "
+                  "else redis.call('DEL', KEYS[2]) end return was")
+        was = self._call(lambda: self.client.eval(
+            script, 2, infra_key(self.prefix, infra_id), maintained_key(self.prefix, infra_id),
+            '1' if maintained else '0'))
+        return None if was == -1 else bool(was)
+
+    def put_outcome(self, infra_id: str, outcome: Mapping[str, Any], ttl: float) -> None:
+        """Keep, for ``ttl`` seconds, why an infrastructure built in the background is gone
+        (its build failed and was rolled back), for those who ask about it later."""
+        self._call(lambda: self.client.set(outcome_key(self.prefix, infra_id), _dumps(outcome),
+                                           px=max(1, int(ttl * 1000))))
+
+    def outcome(self, infra_id: str) -> Optional[Dict[str, Any]]:
+        """What :meth:`put_outcome` kept of an infrastructure, or None."""
+        value = self._call(lambda: self.client.get(outcome_key(self.prefix, infra_id)))
+        return json.loads(value) if value else None
+
+    def forget_outcome(self, infra_id: str) -> bool:
+        return bool(self._call(lambda: self.client.delete(outcome_key(self.prefix, infra_id))))
+
+    def maintained(self, infra_ids: Sequence[str]) -> List[str]:
+        """Those of ``infra_ids`` that are marked maintained (one round trip)."""
+        def run() -> List[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for infra_id in infra_ids:
+                pipe.exists(maintained_key(self.prefix, infra_id))
+            return pipe.execute()
+        return [i for i, marked in zip(infra_ids, self._call(run) if infra_ids else []) if marked]
 
     def load(self, infra_id: str) -> Optional[Dict[str, Any]]:
         """Everything a management pass reads, in one round trip: ``infra`` (the record),

@@ -1,12 +1,13 @@
-"""occopus-rest-service: serve the REST API."""
+"""occopus-rest-service: serve the REST API (FastAPI, served by uvicorn) and maintain every
+infrastructure marked maintained in the background."""
 from __future__ import annotations
 
 import argparse
 import sys
 from typing import List, Optional
 
-from occo.cli.common import make_parser, run
-from occo.errors import NotImplementedYet
+from occo.cli.common import make_parser, open_session, run
+from occo.errors import UsageError
 
 PROG = 'occopus-rest-service'
 
@@ -24,7 +25,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def command(args: argparse.Namespace) -> int:
-    raise NotImplementedYet('the REST service is not implemented yet in this release')
+    session = open_session(PROG, args)
+    config = session.config
+    host = args.host or config.rest_host
+    port = config.rest_port if args.port is None else args.port
+    if not 0 <= port <= 65535:
+        raise UsageError(f'--port must be a port number (0-65535), got {port}')
+    import uvicorn
+
+    from occo.rest.app import create_app
+    from occo.rest.service import Service
+    service = Service(session, interval=config.rest_interval,
+                      parallelize=bool(args.parallelize or config.parallelize))
+    app = create_app(service, token=config.rest_token, max_body=config.rest_max_body,
+                     cors_origins=list(config.rest_cors_origins))
+    session.store.ping()  # a Redis that does not answer is said now, not per request
+    service.start()
+    try:
+        uvicorn.run(app, host=host, port=port, log_level='warning', access_log=False)
+    finally:
+        service.close()
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -265,6 +265,9 @@ def _construct_seq(loader: Any, node: SequenceNode) -> Iterable[LList]:
 
 
 def _import_path(loader: Any, node: Any, tag: str) -> str:
+    if loader.source.startswith('<'):  # text that is no file (a request body): no folder, no files
+        raise loader.error(node, f'{tag} cannot be used in {loader.source}: it names no folder to '
+                                 'import from (write the imported text in place)')
     if isinstance(node, ScalarNode):
         url = loader.construct_scalar(node)
     elif isinstance(node, MappingNode):

@@ -1,0 +1,1 @@
+"""The REST service (FastAPI, served by uvicorn): see :mod:`occo.rest.app`."""

@@ -1,0 +1,320 @@
+"""The REST API: a thin FastAPI face over :class:`occo.api.Occopus` and the background
+:class:`~occo.rest.service.Service`.  Paths, methods and bodies are the original's (reference
+§17); errors use real status codes with the original's ``status_code``/``reason``/``message``
+fields.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any, Dict, List, Optional
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from occo.api import check_infra_id
+from occo.errors import (Conflict, LeaseHeld, OccoError, StoreError, UnknownInfrastructure,
+                         UnknownNode, describe_error)
+from occo.redact import mask_known, mask_urls, printable
+from occo.rest.service import BAD_INPUT, Service
+
+#: bytes a request body may hold unless configured
+MAX_BODY = 1 << 20
+
+
+class Error(BaseModel):
+    status_code: int
+    reason: str
+    message: str
+
+
+class InfraId(BaseModel):
+    infraid: str
+
+
+class InfraList(BaseModel):
+    infrastructures: List[str]
+
+
+class Scaled(BaseModel):
+    method: str
+    infraid: str
+    nodename: str
+    count: Optional[int] = None
+    nodeid: Optional[str] = None
+
+
+class Scaling(BaseModel):
+    actual: int
+    target: int
+    min: int
+    max: int
+
+
+class InstanceState(BaseModel):
+    resource_address: Any = Field(description='an address, or a list of addresses')
+    state: str
+
+
+class NodeReport(BaseModel):
+    instances: Dict[str, InstanceState]
+    scaling: Scaling
+
+
+class Events(BaseModel):
+    infraid: str
+    events: List[Dict[str, Any]]
+
+
+class Health(BaseModel):
+    status: str
+    redis: str
+
+
+class ApiError(Exception):
+    """An error answer: ``status`` with the original's body fields."""
+
+    def __init__(self, status: int, reason: str, message: str = '') -> None:
+        super().__init__(message)
+        self.status, self.reason, self.message = status, reason, message
+
+
+def _answer(status: int, reason: str, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={
+        'status_code': status, 'reason': reason,
+        'message': mask_known(mask_urls(printable(message)))[:2000]})
+
+
+def _status_of(exc: OccoError) -> tuple:
+    if isinstance(exc, (UnknownInfrastructure, UnknownNode)):
+        return 404, 'Not Found'
+    if isinstance(exc, BAD_INPUT):
+        return 400, 'Bad Request'
+    if isinstance(exc, (Conflict, LeaseHeld)):
+        return 409, 'Conflict'
+    if isinstance(exc, StoreError):
+        return 503, 'Service Unavailable'
+    return 500, 'Internal Server Error'
+
+
+ERRORS = {status: {'model': Error} for status in (400, 401, 404, 409, 413, 500, 503)}
+
+
+def create_app(service: Service, *, token: Optional[str] = None, max_body: int = MAX_BODY,
+               cors_origins: Optional[List[str]] = None) -> FastAPI:
+    """The application; ``token`` (if given) is required as ``Authorization: Bearer <token>``
+    on every endpoint but ``/health``."""
+    session = service.session
+    app = FastAPI(title='Occopus REST API', version='1.0',
+                  description='Build, maintain, scale and destroy infrastructures.')
+    if cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins),
+                           allow_methods=['GET', 'POST', 'DELETE'], allow_headers=['Authorization'])
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _answer(exc.status, exc.reason, exc.message)
+
+    @app.exception_handler(OccoError)
+    async def occo_error(request: Request, exc: OccoError) -> JSONResponse:
+        status, reason = _status_of(exc)
+        if isinstance(exc, UnknownInfrastructure):  # said in the API's words, not the CLI's
+            return _answer(status, reason, f'Unknown infrastructure: "{exc.infra_id}" '
+                                           '(GET /infrastructures/ lists the known ones)')
+        return _answer(status, reason, describe_error(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = '; '.join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
+                             for e in exc.errors()[:5])
+        return _answer(400, 'Bad Request', problems or 'invalid request')
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _answer(exc.status_code, str(exc.detail), str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        return _answer(500, 'Internal Server Error', f'{type(exc).__name__}: the service failed '
+                       'to answer; its log says more')
+
+    def authorised(request: Request) -> None:
+        if token is None:
+            return
+        given = request.headers.get('authorization', '')
+        scheme, _, value = given.partition(' ')
+        if scheme.lower() != 'bearer' or not hmac.compare_digest(value.strip().encode(), token.encode()):
+            raise ApiError(401, 'Unauthorized', 'a valid "Authorization: Bearer <token>" header '
+                           'is needed (the token of the rest section of the configuration, or '
+                           'OCCOPUS_REST_TOKEN)')
+
+    guarded = [Depends(authorised)]
+
+    async def body_text(request: Request) -> str:
+        declared = request.headers.get('content-length')
+        if declared is not None and declared.isdigit() and int(declared) > max_body:
+            raise ApiError(413, 'Payload Too Large', f'the body may hold at most {max_body} bytes')
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body:
+                raise ApiError(413, 'Payload Too Large', f'the body may hold at most {max_body} bytes')
+            chunks.append(chunk)
+        try:
+            return b''.join(chunks).decode('utf-8')
+        except UnicodeDecodeError:
+            raise ApiError(400, 'Bad Request', 'the body must be UTF-8 text (YAML or JSON)') from None
+
+    def known(infra_id: str) -> Dict[str, Any]:
+        """The stored record of an infrastructure (404 otherwise; 410 for a failed background
+        build, with its reason)."""
+        record = session.store.infra(infra_id) if _valid_id(infra_id) else None
+        if record is None:
+            outcome = session.store.outcome(infra_id) if _valid_id(infra_id) else None
+            if outcome is not None:
+                raise ApiError(410, 'Gone', f"the build failed and was rolled back: {outcome.get('reason')}")
+            raise UnknownInfrastructure(infra_id)
+        return record
+
+    @app.get('/health', response_model=Health)
+    def health() -> Dict[str, str]:
+        """Liveness: answers without a token; ``redis`` says whether Redis answers."""
+        try:
+            session.store.ping()
+            return {'status': 'ok', 'redis': 'ok'}
+        except OccoError:
+            return {'status': 'degraded', 'redis': 'unreachable'}
+
+    @app.post('/infrastructures/', response_model=InfraId, responses=ERRORS, dependencies=guarded)
+    async def create(request: Request) -> Dict[str, str]:
+        """Create an infrastructure from the YAML (or JSON) description in the body; answers at
+        once with its id, and builds it in the background."""
+        text = await body_text(request)
+        if not text.strip():
+            raise ApiError(400, 'Bad Request', 'Empty POST data: send an infrastructure description')
+        from starlette.concurrency import run_in_threadpool
+        return {'infraid': await run_in_threadpool(service.submit, text)}
+
+    @app.get('/infrastructures/', response_model=InfraList, responses=ERRORS, dependencies=guarded)
+    def list_all() -> Dict[str, List[str]]:
+        """Every known infrastructure."""
+        return {'infrastructures': [i['infra_id'] for i in session.list_infras()]}
+
+    @app.get('/infrastructures/{infraid}', response_model=Dict[str, NodeReport],
+             responses=ERRORS, dependencies=guarded)
+    def get(infraid: str, live: bool = False) -> Dict[str, Any]:
+        """Its nodes: each instance's state and address, and the scaling counts (``live``:
+        ask the clouds and run the health checks now, rather than the last pass's view)."""
+        known(infraid)
+        return session.report(infraid, live=live)
+
+    @app.delete('/infrastructures/{infraid}', response_model=InfraId, responses=ERRORS,
+                dependencies=guarded)
+    def delete(infraid: str) -> Dict[str, str]:
+        """Destroy it (a build under way is cancelled and rolled back first); answers once
+        nothing of it is left."""
+        if not _valid_id(infraid):
+            raise UnknownInfrastructure(infraid)
+        service.delete(infraid)
+        return {'infraid': infraid}
+
+    def scaled(infraid: str, node: str, **request: Any) -> None:
+        known(infraid)
+        session.scale(infraid, node, **request)
+
+    @app.post('/infrastructures/{infraid}/scaleup/{nodename}', response_model=Scaled,
+              response_model_exclude_none=True, responses=ERRORS, dependencies=guarded)
+    def scaleup(infraid: str, nodename: str) -> Dict[str, Any]:
+        """One more instance of a node (applied by the next pass, within its limits)."""
+        scaled(infraid, nodename, change=1)
+        return {'method': 'scaleup', 'infraid': infraid, 'nodename': nodename, 'count': 1}
+
+    @app.post('/infrastructures/{infraid}/scaleup/{nodename}/{count}', response_model=Scaled,
+              response_model_exclude_none=True, responses=ERRORS, dependencies=guarded)
+    def scaleup_count(infraid: str, nodename: str, count: int) -> Dict[str, Any]:
+        """``count`` more instances of a node."""
+        _positive(count)
+        scaled(infraid, nodename, change=count)
+        return {'method': 'scaleup', 'infraid': infraid, 'nodename': nodename, 'count': count}
+
+    @app.post('/infrastructures/{infraid}/scaledown/{nodename}', response_model=Scaled,
+              responses=ERRORS, dependencies=guarded)
+    def scaledown(infraid: str, nodename: str) -> Dict[str, Any]:
+        """One instance fewer (the youngest)."""
+        scaled(infraid, nodename, change=-1)
+        return {'method': 'scaledown', 'infraid': infraid, 'nodename': nodename, 'nodeid': None}
+
+    @app.post('/infrastructures/{infraid}/scaledown/{nodename}/{nodeid}', response_model=Scaled,
+              responses=ERRORS, dependencies=guarded)
+    def scaledown_one(infraid: str, nodename: str, nodeid: str) -> Dict[str, Any]:
+        """Drop the instance ``nodeid`` (its id, or one of its addresses)."""
+        scaled(infraid, nodename, selector=nodeid)
+        return {'method': 'scaledown', 'infraid': infraid, 'nodename': nodename, 'nodeid': nodeid}
+
+    @app.post('/infrastructures/{infraid}/scaleto/{nodename}/{count}', response_model=Scaled,
+              response_model_exclude_none=True, responses=ERRORS, dependencies=guarded)
+    def scaleto(infraid: str, nodename: str, count: int) -> Dict[str, Any]:
+        """Set the node's target count (clamped to its limits when applied)."""
+        if not 0 <= count <= 1_000_000:
+            raise ApiError(400, 'Bad Request', 'count must be a whole number from 0 to 1000000')
+        scaled(infraid, nodename, target=count)
+        return {'method': 'scaleto', 'infraid': infraid, 'nodename': nodename, 'count': count}
+
+    @app.post('/infrastructures/{infraid}/attach', response_model=InfraId, responses=ERRORS,
+              dependencies=guarded)
+    def attach(infraid: str) -> Dict[str, str]:
+        """Maintain it in the background (409 if it is already)."""
+        known(infraid)
+        session.attach(infraid)
+        return {'infraid': infraid}
+
+    @app.post('/infrastructures/{infraid}/detach', response_model=InfraId, responses=ERRORS,
+              dependencies=guarded)
+    def detach(infraid: str) -> Dict[str, str]:
+        """Stop maintaining it in the background; it keeps running (409 if it is not)."""
+        known(infraid)
+        session.detach(infraid)
+        return {'infraid': infraid}
+
+    @app.post('/infrastructures/{infraid}/notify', response_model=InfraId, responses=ERRORS,
+              dependencies=guarded)
+    async def notify(infraid: str, request: Request) -> Dict[str, str]:
+        """Notification settings (a JSON object, e.g. ``{"type": "fcm", ...}``): checked and
+        accepted; this release sends no notifications (the events endpoint has them)."""
+        text = await body_text(request)
+        try:
+            settings = json.loads(text)
+        except ValueError:
+            raise ApiError(400, 'Bad Request', 'the body must be a JSON object') from None
+        if not isinstance(settings, dict) or not isinstance(settings.get('type'), str):
+            raise ApiError(400, 'Bad Request', 'the body must be a JSON object with a "type"')
+        known(infraid)
+        return {'infraid': infraid}
+
+    @app.get('/infrastructures/{infraid}/events', response_model=Events, responses=ERRORS,
+             dependencies=guarded)
+    def events(infraid: str, count: Optional[int] = None) -> Dict[str, Any]:
+        """Its event stream, oldest first (``count``: the latest ones only)."""
+        if count is not None and not 1 <= count <= 100000:
+            raise ApiError(400, 'Bad Request', 'count must be a whole number from 1 to 100000')
+        known(infraid)
+        return {'infraid': infraid, 'events': session.events(infraid, count)}
+
+    return app
+
+
+def _valid_id(infra_id: str) -> bool:
+    try:
+        check_infra_id(infra_id)
+        return True
+    except OccoError:
+        return False
+
+
+def _positive(count: int) -> None:
+    if not 1 <= count <= 10000:
+        raise ApiError(400, 'Bad Request', 'count must be a whole number from 1 to 10000')

@@ -1,0 +1,205 @@
+"""The background work of the REST service: builds started by ``POST /infrastructures/`` and
+the maintenance of every infrastructure marked maintained.
+
+Nothing here orchestrates: a build is :meth:`occo.api.Occopus.build` in a thread, and
+maintenance is :meth:`occo.api.Occopus.manage_pass` every ``interval`` seconds for each
+infrastructure marked maintained in Redis (``attach``/``detach``, and every infrastructure from
+its build on), under the same per-infrastructure leases as ``occopus-manage``: several service
+replicas and a cron-driven ``occopus-manage --cyclic`` share one Redis without double work (a
+pass whose lease another process holds is skipped), and when a replica dies the others take
+its infrastructures over once its leases run out.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Set
+
+from occo.errors import (BuildCancelled, DescriptionError, LeaseHeld, LeaseLost, NotImplementedYet,
+                         OccoError, UnknownInfrastructure, UsageError, describe_error)
+from occo.redact import mask_known
+from occo.store import event
+
+log = logging.getLogger('occo.rest')
+
+#: seconds a POST waits for its build to store the infrastructure (or to fail its checks)
+SUBMIT_WAIT = 60.0
+#: seconds the reason of a failed background build is kept for GET
+OUTCOME_TTL = 86400.0
+#: progress lines of a background build kept with its outcome
+OUTCOME_LINES = 50
+#: manage passes run side by side (over different infrastructures)
+PASS_WORKERS = 4
+
+
+@dataclass
+class BuildJob:
+    """A build running in this service."""
+
+    infra_id: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    submitted: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    error: Optional[BaseException] = None
+    lines: List[str] = field(default_factory=list)
+
+
+class Service:
+    """Background builds and maintenance over one :class:`~occo.api.Occopus` session."""
+
+    def __init__(self, session: Any, *, interval: float = 10.0, parallelize: bool = False) -> None:
+        self.session = session
+        self.interval = interval
+        self.parallelize = parallelize
+        self.jobs: Dict[str, BuildJob] = {}
+        self._lock = threading.Lock()
+        self._passing: Set[str] = set()
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(PASS_WORKERS, thread_name_prefix='occo-pass')
+        self._thread: Optional[threading.Thread] = None
+
+    # -- life ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start maintaining (at once: a replica that starts resumes what Redis marks)."""
+        self._thread = threading.Thread(target=self._maintain, name='occo-maintainer', daemon=True)
+        self._thread.start()
+
+    def close(self, wait: float = 60.0) -> None:
+        """Stop maintaining, cancel the builds under way (they roll back) and wait for them."""
+        self._stop.set()
+        with self._lock:
+            jobs = list(self.jobs.values())
+        for job in jobs:
+            job.stop.set()
+        deadline = time.monotonic() + wait
+        for job in jobs:
+            job.done.wait(max(0.0, deadline - time.monotonic()))
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- builds --------------------------------------------------------------------------------
+
+    def submit(self, text: str) -> str:
+        """Start building the infrastructure described by ``text``; returns its id once it is
+        stored (state ``building``).
+
+        :raises OccoError: at once if the description is invalid or cannot be built (nothing
+            is stored then).
+        """
+        job = BuildJob(str(uuid.uuid4()))
+        with self._lock:
+            self.jobs[job.infra_id] = job
+        threading.Thread(target=self._build, args=(job, text), name=f'occo-build-{job.infra_id[:8]}',
+                         daemon=True).start()
+        if not job.submitted.wait(SUBMIT_WAIT):
+            job.stop.set()
+            raise OccoError(f'the build of {job.infra_id} did not start within {SUBMIT_WAIT:g} s; '
+                            'it was cancelled')
+        if job.error is not None and not self._exists(job.infra_id):
+            raise job.error
+        return job.infra_id
+
+    def _build(self, job: BuildJob, text: str) -> None:
+        def report(line: str) -> None:
+            job.lines = (job.lines + [mask_known(line)])[-OUTCOME_LINES:]
+            log.info('%s: %s', job.infra_id, line)
+
+        def submitted(infra_id: str) -> None:
+            self.session.attach(infra_id)  # maintained from its build on
+            job.submitted.set()
+        try:
+            self.session.build('<request body>', text=text, infra_id=job.infra_id,
+                               parallelize=self.parallelize, stop=job.stop, report=report,
+                               on_submitted=submitted)
+        except BaseException as exc:  # noqa: BLE001 - told through GET and the outcome
+            job.error = exc
+            if job.submitted.is_set() and not isinstance(exc, BuildCancelled):
+                self._keep_outcome(job, exc)
+        finally:
+            job.submitted.set()
+            job.done.set()
+            with self._lock:
+                self.jobs.pop(job.infra_id, None)
+
+    def _keep_outcome(self, job: BuildJob, exc: BaseException) -> None:
+        if self._exists(job.infra_id):
+            return  # not rolled back (e.g. its lease went to another process): still there
+        try:
+            self.session.store.put_outcome(job.infra_id, {
+                'state': 'failed', 'reason': mask_known(describe_error(exc)),
+                'failed_at': round(time.time(), 3), 'lines': job.lines}, OUTCOME_TTL)
+        except OccoError as failure:
+            log.warning('%s: could not keep why its build failed: %s', job.infra_id, failure)
+
+    def _exists(self, infra_id: str) -> bool:
+        try:
+            return self.session.store.infra(infra_id) is not None
+        except OccoError:
+            return True  # unknown: assume it is there rather than hide it
+
+    def delete(self, infra_id: str) -> None:
+        """Destroy an infrastructure; a build of it under way here is cancelled first (it rolls
+        back what it made).  Returns once nothing of it is left.
+
+        :raises UnknownInfrastructure: if there is no such infrastructure (nor a failed build's
+            outcome of it).
+        """
+        with self._lock:
+            job = self.jobs.get(infra_id)
+        if job is not None:
+            job.stop.set()
+            job.done.wait()
+        forgotten = self.session.store.forget_outcome(infra_id)
+        try:
+            self.session.destroy(infra_id, report=lambda line: log.info('%s: %s', infra_id, line))
+        except UnknownInfrastructure:
+            if job is None and not forgotten:
+                raise
+
+    # -- maintenance ---------------------------------------------------------------------------
+
+    def _maintain(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for infra_id in self.session.maintained():
+                    self._start_pass(infra_id)
+            except OccoError as exc:
+                log.warning('cannot list the maintained infrastructures: %s', exc)
+            self._stop.wait(self.interval)
+
+    def _start_pass(self, infra_id: str) -> None:
+        with self._lock:
+            if infra_id in self.jobs or infra_id in self._passing:
+                return  # built here right now, or its last pass is still running
+            self._passing.add(infra_id)
+        try:
+            self._pool.submit(self._pass, infra_id)
+        except RuntimeError:  # shutting down
+            with self._lock:
+                self._passing.discard(infra_id)
+
+    def _pass(self, infra_id: str) -> None:
+        try:
+            self.session.manage_pass(infra_id, parallelize=self.parallelize, stop=self._stop,
+                                     report=lambda line: log.info('%s: %s', infra_id, line))
+        except (LeaseHeld, UnknownInfrastructure, LeaseLost):
+            pass  # another process works on it now, or it is gone
+        except Exception as exc:  # noqa: BLE001 - a pass never stops the maintainer
+            reason = describe_error(exc)
+            log.warning('%s: pass failed: %s', infra_id, reason)
+            try:
+                self.session.store.add_events(infra_id, [event('pass_failed', reason=reason)],
+                                              if_exists=True)
+            except OccoError:
+                pass
+        finally:
+            with self._lock:
+                self._passing.discard(infra_id)
+
+
+#: errors that mean the request itself is wrong (HTTP 400)
+BAD_INPUT = (DescriptionError, UsageError, NotImplementedYet)

@@ -36,7 +36,7 @@ USER = 'occotest'
 
 # Cloud peers (moto_server, the Keystone/Nova peer, podman's Docker API): session fixtures,
 # started once per test process when a test asks for them.
-pytest_plugins = ['peer_ec2', 'peer_nova', 'peer_docker']
+pytest_plugins = ['peer_ec2', 'peer_nova', 'peer_docker', 'peer_rest']
 
 
 @pytest.fixture(scope='session')

@@ -41,18 +41,6 @@ def test_help_shows_the_usage_page_flags(occo, command):
         assert re.search(rf'(^|[\s\[,]){re.escape(flag)}\b', result.stdout), f'{flag} missing in {command} -h'
 
 
-@pytest.mark.parametrize('command, args', [
-    ('occopus-rest-service', []),
-])
-def test_unimplemented_commands_say_so_and_exit_2(occo, command, args):
-    result = occo.run(command, *args)
-    assert result.returncode == 2
-    assert result.stdout == ''
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f'{command}: error: ')
-    assert 'not implemented yet in this release' in lines[0]
-
-
 @pytest.mark.parametrize('command, args, fragment', [
     ('occopus-destroy', [], 'the following arguments are required: -i/--infra_id'),
     ('occopus-scale', ['-i', 'x'], 'the following arguments are required: -n/--node'),

@@ -19,6 +19,7 @@ from occo.api import check_infra_id
 from occo.errors import (Conflict, LeaseHeld, OccoError, StoreError, UnknownInfrastructure,
                          UnknownNode, describe_error)
 from occo.redact import mask_known, mask_urls, printable
+from occo.rest.page import add_status_page
 from occo.rest.service import BAD_INPUT, Service
 
 #: bytes a request body may hold unless configured
@@ -43,8 +44,14 @@ class Scaled(BaseModel):
     method: str
     infraid: str
     nodename: str
-    count: Optional[int] = None
-    nodeid: Optional[str] = None
+    count: int
+
+
+class ScaledDown(BaseModel):
+    method: str
+    infraid: str
+    nodename: str
+    nodeid: Optional[str] = Field(description='the instance asked for, or null for the youngest')
 
 
 class Scaling(BaseModel):
@@ -108,8 +115,8 @@ def create_app(service: Service, *, token: Optional[str] = None, max_body: int =
     """The application; ``token`` (if given) is required as ``Authorization: Bearer <token>``
     on every endpoint but ``/health``."""
     session = service.session
-    app = FastAPI(title='Occopus REST API', version='1.0',
-                  description='Build, maintain, scale and destroy infrastructures.')
+    app = FastAPI(title='Occopus REST API', version='1.0', openapi_url=None, docs_url=None,
+                  redoc_url=None, description='Build, maintain, scale and destroy infrastructures.')
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins),
@@ -153,6 +160,12 @@ def create_app(service: Service, *, token: Optional[str] = None, max_body: int =
                            'OCCOPUS_REST_TOKEN)')
 
     guarded = [Depends(authorised)]
+
+    add_status_page(app, session, guarded)
+
+    @app.get('/openapi.json', include_in_schema=False, dependencies=guarded)
+    def openapi() -> Dict[str, Any]:
+        return app.openapi()
 
     async def body_text(request: Request) -> str:
         declared = request.headers.get('content-length')
@@ -227,28 +240,28 @@ def create_app(service: Service, *, token: Optional[str] = None, max_body: int =
         session.scale(infraid, node, **request)
 
     @app.post('/infrastructures/{infraid}/scaleup/{nodename}', response_model=Scaled,
-              response_model_exclude_none=True, responses=ERRORS, dependencies=guarded)
+              responses=ERRORS, dependencies=guarded)
     def scaleup(infraid: str, nodename: str) -> Dict[str, Any]:
         """One more instance of a node (applied by the next pass, within its limits)."""
         scaled(infraid, nodename, change=1)
         return {'method': 'scaleup', 'infraid': infraid, 'nodename': nodename, 'count': 1}
 
     @app.post('/infrastructures/{infraid}/scaleup/{nodename}/{count}', response_model=Scaled,
-              response_model_exclude_none=True, responses=ERRORS, dependencies=guarded)
+              responses=ERRORS, dependencies=guarded)
     def scaleup_count(infraid: str, nodename: str, count: int) -> Dict[str, Any]:
         """``count`` more instances of a node."""
         _positive(count)
         scaled(infraid, nodename, change=count)
         return {'method': 'scaleup', 'infraid': infraid, 'nodename': nodename, 'count': count}
 
-    @app.post('/infrastructures/{infraid}/scaledown/{nodename}', response_model=Scaled,
+    @app.post('/infrastructures/{infraid}/scaledown/{nodename}', response_model=ScaledDown,
               responses=ERRORS, dependencies=guarded)
     def scaledown(infraid: str, nodename: str) -> Dict[str, Any]:
         """One instance fewer (the youngest)."""
         scaled(infraid, nodename, change=-1)
         return {'method': 'scaledown', 'infraid': infraid, 'nodename': nodename, 'nodeid': None}
 
-    @app.post('/infrastructures/{infraid}/scaledown/{nodename}/{nodeid}', response_model=Scaled,
+    @app.post('/infrastructures/{infraid}/scaledown/{nodename}/{nodeid}', response_model=ScaledDown,
               responses=ERRORS, dependencies=guarded)
     def scaledown_one(infraid: str, nodename: str, nodeid: str) -> Dict[str, Any]:
         """Drop the instance ``nodeid`` (its id, or one of its addresses)."""
@@ -256,7 +269,7 @@ def create_app(service: Service, *, token: Optional[str] = None, max_body: int =
         return {'method': 'scaledown', 'infraid': infraid, 'nodename': nodename, 'nodeid': nodeid}
 
     @app.post('/infrastructures/{infraid}/scaleto/{nodename}/{count}', response_model=Scaled,
-              response_model_exclude_none=True, responses=ERRORS, dependencies=guarded)
+              responses=ERRORS, dependencies=guarded)
     def scaleto(infraid: str, nodename: str, count: int) -> Dict[str, Any]:
         """Set the node's target count (clamped to its limits when applied)."""
         if not 0 <= count <= 1_000_000:

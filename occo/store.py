@@ -196,6 +196,8 @@ fence_key = _infra_part('fence')
 maintained_key = _infra_part('maintained')
 #: why a background build's infrastructure is gone (kept a while after its other keys)
 outcome_key = _infra_part('outcome')
+#: a request to stop a build under way, wherever it runs (a REST DELETE during the build)
+cancel_key = _infra_part('cancel')
 _INFRA_KEYS = (infra_key, instances_key, targets_key, failtimes_key, events_key, requests_key,
                backoff_key, maintained_key, fence_key, lease_key)
 
@@ -689,7 +691,29 @@ class Store:
         return json.loads(value) if value else None
 
     def forget_outcome(self, infra_id: str) -> bool:
-        return bool(self._call(lambda: self.client.delete(outcome_key(self.prefix, infra_id))))
+        """Forget what :meth:`put_outcome` kept, and any request to cancel the build of
+        ``infra_id``; returns whether an outcome was kept."""
+        def run() -> List[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.delete(outcome_key(self.prefix, infra_id))
+            pipe.delete(cancel_key(self.prefix, infra_id))
+            return pipe.execute()
+        return bool(self._call(run)[0])
+
+    def request_cancel(self, infra_id: str, ttl: float) -> None:
+        """Ask whichever process builds ``infra_id`` to stop (it rolls back); the request
+        lapses after ``ttl`` seconds."""
+        self._call(lambda: self.client.set(cancel_key(self.prefix, infra_id), '1',
+                                           px=max(1, int(ttl * 1000))))
+
+    def cancel_requested(self, infra_ids: Sequence[str]) -> List[str]:
+        """Those of ``infra_ids`` whose build was asked to stop (one round trip)."""
+        def run() -> List[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for infra_id in infra_ids:
+                pipe.exists(cancel_key(self.prefix, infra_id))
+            return pipe.execute()
+        return [i for i, asked in zip(infra_ids, self._call(run) if infra_ids else []) if asked]
 
     def maintained(self, infra_ids: Sequence[str]) -> List[str]:
         """Those of ``infra_ids`` that are marked maintained (one round trip)."""

@@ -222,3 +222,19 @@ def test_openapi_describes_every_endpoint(occo, rest):
         for method in methods:
             assert '200' in paths[path][method]['responses']
     assert json.dumps(spec).count('"404"') >= 10
+
+
+def test_delete_on_another_replica_cancels_the_build_there(occo, nodes):
+    builder = RestService(occo, name='builder').start()
+    other = RestService(occo, name='other').start()
+    try:
+        infra = created(builder, INFRA.replace('type: web,', 'type: slow,'))
+        builder.wait_for(infra, lambda b: 'web' in b)  # its slow instance is booting there
+        started = time.monotonic()
+        assert other.call('DELETE', f'/infrastructures/{infra}').json() == {'infraid': infra}
+        assert time.monotonic() - started < 30  # not the 60 s boot, nor a lease time-out
+        assert occo.dummy_cloud(infra) == {} and occo.infra_keys(infra) == []
+        error(builder.call('GET', f'/infrastructures/{infra}'), 404)
+    finally:
+        builder.stop()
+        other.stop()

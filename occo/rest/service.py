@@ -34,6 +34,10 @@ OUTCOME_TTL = 86400.0
 OUTCOME_LINES = 50
 #: manage passes run side by side (over different infrastructures)
 PASS_WORKERS = 4
+#: seconds between looks at the cancel requests of the builds under way here
+CANCEL_CHECK = 0.5
+#: seconds a cancel request stays (longer than any lease, so the builder sees it)
+CANCEL_TTL = 600.0
 
 
 @dataclass
@@ -65,9 +69,25 @@ class Service:
     # -- life ----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start maintaining (at once: a replica that starts resumes what Redis marks)."""
+        """Start maintaining (at once: a replica that starts resumes what Redis marks), and
+        watching for requests to cancel the builds that run here."""
         self._thread = threading.Thread(target=self._maintain, name='occo-maintainer', daemon=True)
         self._thread.start()
+        threading.Thread(target=self._watch_cancels, name='occo-cancels', daemon=True).start()
+
+    def _watch_cancels(self) -> None:
+        """Stop the builds of this service whose infrastructure a DELETE (on any replica)
+        asked to cancel."""
+        while not self._stop.wait(CANCEL_CHECK):
+            with self._lock:
+                jobs = dict(self.jobs)
+            if not jobs:
+                continue
+            try:
+                for infra_id in self.session.store.cancel_requested(sorted(jobs)):
+                    jobs[infra_id].stop.set()
+            except OccoError as exc:
+                log.warning('cannot read the cancel requests: %s', exc)
 
     def close(self, wait: float = 60.0) -> None:
         """Stop maintaining, cancel the builds under way (they roll back) and wait for them."""
@@ -150,15 +170,20 @@ class Service:
         """
         with self._lock:
             job = self.jobs.get(infra_id)
+        cancelled = job is not None
         if job is not None:
             job.stop.set()
             job.done.wait()
-        forgotten = self.session.store.forget_outcome(infra_id)
+        elif self._exists(infra_id):  # a build of it on another replica stops too
+            self.session.store.request_cancel(infra_id, CANCEL_TTL)
+            cancelled = True
         try:
             self.session.destroy(infra_id, report=lambda line: log.info('%s: %s', infra_id, line))
         except UnknownInfrastructure:
-            if job is None and not forgotten:
+            # gone already: rolled back by its build (cancelled), or a failed build's outcome
+            if not (self.session.store.forget_outcome(infra_id) or cancelled):
                 raise
+        self.session.store.forget_outcome(infra_id)
 
     # -- maintenance ---------------------------------------------------------------------------
 

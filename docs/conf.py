@@ -16,7 +16,7 @@ copyright = 'the Occopus developers; Apache License 2.0'
 
 extensions = []
 templates_path = []
-exclude_patterns = ['_build']
+exclude_patterns = ['_build', '_*.rst']  # _name.rst: parts included by other pages
 master_doc = 'index'
 root_doc = 'index'
 highlight_language = 'none'

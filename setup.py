@@ -28,7 +28,8 @@ EXTRAS = {
     'docker': ['docker>=6.0'],
     'mysql': ['PyMySQL>=1.0'],
     'rest': ['fastapi>=0.100', 'uvicorn>=0.22'],
-    'test': ['pytest>=7.0', 'pytest-xdist>=3.0', 'moto[server]>=5.0'],
+    'test': ['pytest>=7.0', 'pytest-xdist>=3.0', 'moto[server]>=5.0', 'schemathesis>=4.0,<5',
+             'selenium>=4.10'],
 }
 EXTRAS['all'] = sorted({req for name, reqs in EXTRAS.items() if name != 'test' for req in reqs})
 
@@ -41,6 +42,7 @@ setup(
     long_description_content_type='text/x-rst',
     license='Apache-2.0',
     packages=find_packages(include=['occo', 'occo.*']),
+    package_data={'occo.rest': ['static/*']},  # the status page's CSS and script
     python_requires='>=3.9',
     install_requires=['redis>=4.5', 'PyYAML>=6.0', 'Jinja2>=3.0', 'requests>=2.28',
                       'tenacity>=8.0'],

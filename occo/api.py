@@ -273,7 +273,8 @@ class Occopus:
               report: Optional[Warn] = None, on_plan: Optional[PlanHook] = None,
               replace: Sequence[str] = (), text: Optional[str] = None,
               stop: Optional[threading.Event] = None,
-              on_submitted: Optional[Callable[[str], None]] = None) -> BuildResult:
+              on_submitted: Optional[Callable[[str], None]] = None,
+              on_failure: Optional[Callable[[BaseException], None]] = None) -> BuildResult:
         """Build the infrastructure described in ``path``: every node in dependency order,
         each instance waited for until it is ready.  If ``infra_id`` names an existing
         infrastructure, apply the changed description to it instead (see :meth:`update`;
@@ -288,6 +289,8 @@ class Occopus:
             names it in messages, and it may not import files).
         :param on_submitted: called with the infrastructure id once it is stored (state
             ``building``), before any cloud is asked.
+        :param on_failure: called with the exception of a stored build that failed, before it
+            is rolled back (it must not raise).
         """
         report = report or self.warn
         if infra_id is not None:
@@ -325,6 +328,8 @@ class Occopus:
                 store.set_infra_state(graph.infra_id, InfraStatus.READY, dict(summary, **counts(plan)))
                 return BuildResult(graph, group_instances(graph, store.instances(graph.infra_id)))
             except BaseException as exc:
+                if on_failure is not None:
+                    on_failure(exc)  # told while the infrastructure still exists
                 with uninterruptible(report):
                     self._roll_back(executor, exc, report)
                 raise

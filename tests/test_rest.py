@@ -162,6 +162,9 @@ def test_a_build_that_fails_in_the_background_says_why(occo, rest, nodes):
         time.sleep(0.2)
     message = error(answer, 410)
     assert message.startswith('the build failed and was rolled back: ') and 'db' in message
+    told = rest.call('GET', f'/infrastructures/{infra}/events').json()['events']
+    assert told[-1]['event'] == 'build_failed' and told[-1]['reason'] in message
+    assert any('Submitted infrastructure' in e['reason'] for e in told[:-1])
     assert occo.dummy_cloud(infra) == {}
     assert infra not in rest.call('GET', '/infrastructures/').json()['infrastructures']
     assert rest.call('DELETE', f'/infrastructures/{infra}').json() == {'infraid': infra}

@@ -107,7 +107,28 @@ def _status_of(exc: OccoError) -> tuple:
     return 500, 'Internal Server Error'
 
 
-ERRORS = {status: {'model': Error} for status in (400, 401, 404, 409, 413, 500, 503)}
+ERRORS = {status: {'model': Error} for status in (400, 401, 404, 409, 410, 413, 500, 503)}
+
+#: the request body of ``POST /infrastructures/``: an infrastructure description, in YAML or JSON
+_DESCRIPTION = {
+    'type': 'object', 'required': ['infra_name', 'nodes'], 'additionalProperties': True,
+    'properties': {
+        'infra_name': {'type': 'string'}, 'user_id': {'type': 'string'},
+        'nodes': {'type': 'array', 'items': {
+            'type': 'object', 'required': ['name', 'type'], 'additionalProperties': True,
+            'properties': {'name': {'type': 'string'}, 'type': {'type': 'string'},
+                           'scaling': {'type': 'object', 'properties': {
+                               'min': {'type': 'integer'}, 'max': {'type': 'integer'}}},
+                           'variables': {'type': 'object'}}}},
+        'dependencies': {'type': 'array', 'items': {'type': 'array', 'items': {'type': 'string'}}},
+        'variables': {'type': 'object'}}}
+CREATE_BODY = {'requestBody': {'required': True, 'description': 'An infrastructure description '
+                               '(the YAML of occopus-build, or the same as JSON).', 'content': {
+    'application/x-yaml': {'schema': _DESCRIPTION}, 'application/json': {'schema': _DESCRIPTION},
+    'text/plain': {'schema': {'type': 'string'}}}}}
+NOTIFY_BODY = {'requestBody': {'required': True, 'content': {'application/json': {'schema': {
+    'type': 'object', 'required': ['type'], 'additionalProperties': True,
+    'properties': {'type': {'type': 'string'}}}}}}}
 
 
 def create_app(service: Service, *, token: Optional[str] = None, max_body: int = MAX_BODY,
@@ -161,7 +182,23 @@ def create_app(service: Service, *, token: Optional[str] = None, max_body: int =
 
     guarded = [Depends(authorised)]
 
-    add_status_page(app, session, guarded)
+    add_status_page(app, session, token)
+
+    generated = app.openapi
+
+    def described() -> Dict[str, Any]:
+        """The generated description less FastAPI's 422 answers: a request that fails
+        validation is answered 400 (above), so 422 is never sent."""
+        if app.openapi_schema is None:
+            spec = generated()
+            for item in spec.get('paths', {}).values():
+                for operation in item.values():
+                    operation.get('responses', {}).pop('422', None)
+            for name in ('HTTPValidationError', 'ValidationError'):
+                spec.get('components', {}).get('schemas', {}).pop(name, None)
+        return app.openapi_schema
+
+    app.openapi = described  # type: ignore[method-assign]
 
     @app.get('/openapi.json', include_in_schema=False, dependencies=guarded)
     def openapi() -> Dict[str, Any]:
@@ -202,7 +239,8 @@ def create_app(service: Service, *, token: Optional[str] = None, max_body: int =
         except OccoError:
             return {'status': 'degraded', 'redis': 'unreachable'}
 
-    @app.post('/infrastructures/', response_model=InfraId, responses=ERRORS, dependencies=guarded)
+    @app.post('/infrastructures/', response_model=InfraId, responses=ERRORS, dependencies=guarded,
+              openapi_extra=CREATE_BODY)
     async def create(request: Request) -> Dict[str, str]:
         """Create an infrastructure from the YAML (or JSON) description in the body; answers at
         once with its id, and builds it in the background."""
@@ -294,7 +332,7 @@ def create_app(service: Service, *, token: Optional[str] = None, max_body: int =
         return {'infraid': infraid}
 
     @app.post('/infrastructures/{infraid}/notify', response_model=InfraId, responses=ERRORS,
-              dependencies=guarded)
+              dependencies=guarded, openapi_extra=NOTIFY_BODY)
     async def notify(infraid: str, request: Request) -> Dict[str, str]:
         """Notification settings (a JSON object, e.g. ``{"type": "fcm", ...}``): checked and
         accepted; this release sends no notifications (the events endpoint has them)."""
@@ -314,6 +352,13 @@ def create_app(service: Service, *, token: Optional[str] = None, max_body: int =
         """Its event stream, oldest first (``count``: the latest ones only)."""
         if count is not None and not 1 <= count <= 100000:
             raise ApiError(400, 'Bad Request', 'count must be a whole number from 1 to 100000')
+        outcome = session.store.outcome(infraid) if _valid_id(infraid) else None
+        if outcome is not None and session.store.infra(infraid) is None:
+            # a build that failed in the background: what it said, then why it failed
+            told = [{'event': 'build_progress', 'reason': line} for line in outcome.get('lines', [])]
+            told.append({'event': 'build_failed', 'reason': outcome.get('reason', ''),
+                         'time': outcome.get('failed_at')})
+            return {'infraid': infraid, 'events': told[-count:] if count else told}
         known(infraid)
         return {'infraid': infraid, 'events': session.events(infraid, count)}
 

@@ -131,14 +131,15 @@ class Service:
         def submitted(infra_id: str) -> None:
             self.session.attach(infra_id)  # maintained from its build on
             job.submitted.set()
+        def failed(exc: BaseException) -> None:
+            if not isinstance(exc, BuildCancelled):
+                self._keep_outcome(job, exc)
         try:
             self.session.build('<request body>', text=text, infra_id=job.infra_id,
                                parallelize=self.parallelize, stop=job.stop, report=report,
-                               on_submitted=submitted)
+                               on_submitted=submitted, on_failure=failed)
         except BaseException as exc:  # noqa: BLE001 - told through GET and the outcome
             job.error = exc
-            if job.submitted.is_set() and not isinstance(exc, BuildCancelled):
-                self._keep_outcome(job, exc)
         finally:
             job.submitted.set()
             job.done.set()
@@ -146,8 +147,8 @@ class Service:
                 self.jobs.pop(job.infra_id, None)
 
     def _keep_outcome(self, job: BuildJob, exc: BaseException) -> None:
-        if self._exists(job.infra_id):
-            return  # not rolled back (e.g. its lease went to another process): still there
+        """Keep why the build failed, before it is rolled back: who asks about the
+        infrastructure from then on hears it (while it exists, its own record wins)."""
         try:
             self.session.store.put_outcome(job.infra_id, {
                 'state': 'failed', 'reason': mask_known(describe_error(exc)),

@@ -642,11 +642,7 @@ class Occopus:
         :raises UnknownInfrastructure: if it does not exist.
         :raises Conflict: if it is maintained already.
         """
-        was = self.store.set_maintained(check_infra_id(infra_id), True)
-        if was is None:
-            raise UnknownInfrastructure(infra_id)
-        if was:
-            raise Conflict(f'infrastructure {infra_id} is already being maintained')
+        self._mark(infra_id, True, 'is already being maintained')
 
     def detach(self, infra_id: str) -> None:
         """Stop maintaining an infrastructure in the background; it keeps running.
@@ -654,11 +650,14 @@ class Occopus:
         :raises UnknownInfrastructure: if it does not exist.
         :raises Conflict: if it is not maintained.
         """
-        was = self.store.set_maintained(check_infra_id(infra_id), False)
+        self._mark(infra_id, False, 'is not maintained')
+
+    def _mark(self, infra_id: str, maintained: bool, clash: str) -> None:
+        was = self.store.set_maintained(check_infra_id(infra_id), maintained)
         if was is None:
             raise UnknownInfrastructure(infra_id)
-        if not was:
-            raise Conflict(f'infrastructure {infra_id} is not maintained')
+        if was == maintained:
+            raise Conflict(f'infrastructure {infra_id} {clash}')
 
     def maintained(self) -> List[str]:
         """The ids of the infrastructures marked maintained, oldest first."""

@@ -113,6 +113,8 @@ def test_errors_have_real_status_codes_and_the_original_fields(occo, rest, nodes
         error(rest.call('POST', f'/infrastructures/{infra}/scaleup/web/{bad}'), 400)
     error(rest.call('POST', f'/infrastructures/{infra}/scaleto/web/-3'), 400)
     error(rest.call('GET', f'/infrastructures/{infra}/events?count=0'), 400)
+    assert 'unknown query parameter(s): cuont (this endpoint takes count)' in error(
+        rest.call('GET', f'/infrastructures/{infra}/events?cuont=3'), 400)
     error(rest.call('POST', f'/infrastructures/{infra}/notify', data=b'[1, 2]'), 400)
     assert 'infra_name' in error(rest.call('POST', '/infrastructures/', data=b'nodes: []\n'), 400)
     assert 'has no imported node definition' in error(rest.call(
@@ -241,3 +243,20 @@ def test_delete_on_another_replica_cancels_the_build_there(occo, nodes):
     finally:
         builder.stop()
         other.stop()
+
+
+def test_cors_is_off_unless_origins_are_configured(occo, rest):
+    asked = {'Origin': 'http://portal.example', 'Access-Control-Request-Method': 'GET'}
+    answer = rest.call('OPTIONS', '/infrastructures/', headers=asked)
+    assert 'access-control-allow-origin' not in answer.headers
+    assert 'access-control-allow-origin' not in rest.call(
+        'GET', '/infrastructures/', headers={'Origin': 'http://portal.example'}).headers
+    open_to = RestService(occo, name='cors',
+                          config='rest: {interval: 0.5, cors_origins: [http://portal.example]}\n').start()
+    try:
+        answer = open_to.call('OPTIONS', '/infrastructures/', headers=asked)
+        assert answer.headers.get('access-control-allow-origin') == 'http://portal.example'
+        other = open_to.call('OPTIONS', '/infrastructures/', headers=dict(asked, Origin='http://evil.example'))
+        assert 'access-control-allow-origin' not in other.headers
+    finally:
+        open_to.stop()

@@ -180,7 +180,17 @@ def create_app(service: Service, *, token: Optional[str] = None, max_body: int =
                            'is needed (the token of the rest section of the configuration, or '
                            'OCCOPUS_REST_TOKEN)')
 
-    guarded = [Depends(authorised)]
+    def strict(request: Request) -> None:
+        """A query parameter the endpoint does not take is a mistake to say, not to ignore."""
+        route = request.scope.get('route')
+        dependant = getattr(route, 'dependant', None)
+        taken = _query_names(dependant) if dependant is not None else set()
+        unknown = sorted(set(request.query_params) - taken)
+        if unknown:
+            raise ApiError(400, 'Bad Request', f"unknown query parameter(s): {', '.join(unknown)[:200]}"
+                           + (f" (this endpoint takes {', '.join(sorted(taken))})" if taken else ''))
+
+    guarded = [Depends(authorised), Depends(strict)]
 
     add_status_page(app, session, token)
 
@@ -315,21 +325,18 @@ def create_app(service: Service, *, token: Optional[str] = None, max_body: int =
         scaled(infraid, nodename, target=count)
         return {'method': 'scaleto', 'infraid': infraid, 'nodename': nodename, 'count': count}
 
-    @app.post('/infrastructures/{infraid}/attach', response_model=InfraId, responses=ERRORS,
-              dependencies=guarded)
-    def attach(infraid: str) -> Dict[str, str]:
-        """Maintain it in the background (409 if it is already)."""
-        known(infraid)
-        session.attach(infraid)
-        return {'infraid': infraid}
+    def marking(name: str, mark: Any, doc: str) -> None:
+        def marked(infraid: str) -> Dict[str, str]:
+            known(infraid)
+            mark(infraid)
+            return {'infraid': infraid}
+        marked.__name__, marked.__doc__ = name, doc
+        app.post(f'/infrastructures/{{infraid}}/{name}', response_model=InfraId, responses=ERRORS,
+                 dependencies=guarded)(marked)
 
-    @app.post('/infrastructures/{infraid}/detach', response_model=InfraId, responses=ERRORS,
-              dependencies=guarded)
-    def detach(infraid: str) -> Dict[str, str]:
-        """Stop maintaining it in the background; it keeps running (409 if it is not)."""
-        known(infraid)
-        session.detach(infraid)
-        return {'infraid': infraid}
+    marking('attach', session.attach, 'Maintain it in the background (409 if it is already).')
+    marking('detach', session.detach,
+            'Stop maintaining it in the background; it keeps running (409 if it is not).')
 
     @app.post('/infrastructures/{infraid}/notify', response_model=InfraId, responses=ERRORS,
               dependencies=guarded, openapi_extra=NOTIFY_BODY)
@@ -363,6 +370,14 @@ def create_app(service: Service, *, token: Optional[str] = None, max_body: int =
         return {'infraid': infraid, 'events': session.events(infraid, count)}
 
     return app
+
+
+def _query_names(dependant: Any) -> set:
+    """The query parameters an endpoint takes (its own and its dependencies')."""
+    names = {param.alias for param in getattr(dependant, 'query_params', ())}
+    for sub in getattr(dependant, 'dependencies', ()):
+        names |= _query_names(sub)
+    return names
 
 
 def _valid_id(infra_id: str) -> bool:

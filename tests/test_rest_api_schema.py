@@ -67,6 +67,10 @@ def _run(operation: Any, mode: GenerationMode, base_url: str, fixed: Optional[Di
               suppress_health_check=list(HealthCheck))
     @given(case=strategy)
     def run(case: Any) -> None:
+        if mode == GenerationMode.NEGATIVE and any(
+                value in ({}, []) for value in (case.query or {}).values()):
+            return  # an empty object or list is sent as nothing: the same request as one
+            # without that optional parameter, which is valid (no server can reject it)
         sent[0] += 1
         case.call_and_validate(base_url=base_url, checks=checks, timeout=30)
 

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
@@ -194,3 +195,21 @@ def destroy_listing(occo: 'Occo', infra_id: str, recorded: int, untracked: int) 
                         f'{plural(untracked, "resource")} no record knows:'), listed.stdout
     assert len(lines) == 1 + recorded + untracked, listed.stdout
     return lines[1:]
+
+
+def serves(process: Optional[subprocess.Popen], url: str, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``url`` to answer 200 while ``process`` runs; False if the
+    process ended or the time ran out."""
+    import urllib.error
+    import urllib.request
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process is None or process.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return True
+        except (OSError, urllib.error.URLError):
+            time.sleep(0.1)
+    return False

@@ -31,6 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from conftest import serves
 from occo.localredis import free_port, stop_process
 
 REGION = 'us-east-1'
@@ -87,16 +88,7 @@ class MotoServer:
         self.stop()
 
     def _answers(self) -> bool:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process is None or self.process.poll() is not None:
-                return False
-            try:
-                with urllib.request.urlopen(f'{self.url}/moto-api/', timeout=2):
-                    return True
-            except OSError:
-                time.sleep(0.1)
-        return False
+        return serves(self.process, f'{self.url}/moto-api/', START_TIMEOUT)
 
     def stop(self) -> None:
         stop_process(self.process)

@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import pytest
 import requests
 
-from conftest import write
+from conftest import serves, write
 from occo.localredis import free_port, stop_process
 
 START_TIMEOUT = 30.0
@@ -50,16 +50,7 @@ class RestService:
         raise RuntimeError(f'occopus-rest-service did not start: {self.log()[-2000:]}')
 
     def _answers(self) -> bool:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process is None or self.process.poll() is not None:
-                return False
-            try:
-                if requests.get(f'{self.url}/health', timeout=2).status_code == 200:
-                    return True
-            except requests.RequestException:
-                time.sleep(0.1)
-        return False
+        return serves(self.process, f'{self.url}/health', START_TIMEOUT)
 
     def log(self) -> str:
         path = Path(self.occo.home) / f'{self.name}.log'

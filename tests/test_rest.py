@@ -260,3 +260,21 @@ def test_cors_is_off_unless_origins_are_configured(occo, rest):
         assert 'access-control-allow-origin' not in other.headers
     finally:
         open_to.stop()
+
+
+def test_sigterm_cancels_the_builds_under_way_and_rolls_them_back(occo, nodes):
+    service = RestService(occo, name='stopped').start()
+    infra = created(service, INFRA.replace('type: web,', 'type: slow,'))
+    service.wait_for(infra, lambda b: 'web' in b)  # its slow instance is booting
+    process = service.process
+    process.terminate()
+    assert process.wait(60) == 0, service.log()[-2000:]
+    assert occo.dummy_cloud(infra) == {} and occo.infra_keys(infra) == []
+    assert 'Traceback' not in service.log()
+
+
+def test_a_deeply_nested_notify_body_is_a_400(occo, rest, nodes):
+    infra = created(rest)
+    body = '{"a":' * 100000 + '1' + '}' * 100000
+    assert 'JSON object' in error(rest.call('POST', f'/infrastructures/{infra}/notify', data=body.encode()), 400)
+    assert 'Traceback' not in rest.log()

@@ -12,7 +12,7 @@ from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import pytest
 import requests
@@ -184,23 +184,28 @@ def test_the_page_needs_the_token_and_keeps_it_in_a_cookie(occo, nodes):
             assert answer.status_code == 401 and 'set-cookie' not in answer.headers, path
             assert infra not in answer.text and TOKEN not in answer.text
         assert '?token=' in requests.get(f'{service.url}/', timeout=30).text  # it says how
-        wrong = requests.get(f'{service.url}/', timeout=30, cookies={'occopus_token': 'wrong'})
+        wrong = requests.get(f'{service.url}/', timeout=30, cookies={'occopus_view': 'wrong'})
         assert wrong.status_code == 401
+        as_token = requests.get(f'{service.url}/', timeout=30, cookies={'occopus_view': TOKEN})
+        assert as_token.status_code == 401  # the cookie holds a derived credential, not the token
 
         assert shown_nodes(rows_of(service.call('GET', '/').text), infra) == expected_nodes(body)
 
         browser = requests.Session()
         once = browser.get(f'{service.url}/', params={'token': TOKEN}, timeout=30, allow_redirects=False)
         assert once.status_code == 303 and once.headers['location'] == './'
-        assert 'samesite=lax' in once.headers['set-cookie'].lower()
+        cookie = once.headers['set-cookie'].lower()
+        assert 'samesite=strict' in cookie and 'httponly' in cookie
+        assert TOKEN.lower() not in cookie and quote(TOKEN, safe='').lower() not in cookie
         page = browser.get(f'{service.url}/', timeout=30)
         assert page.status_code == 200 and page.url == f'{service.url}/'
         assert shown_nodes(rows_of(page.text), infra) == expected_nodes(body)
         assert browser.get(f'{service.url}/static/status.js', timeout=30).status_code == 200
-        # the cookie opens the page only: the API still wants the header
-        assert browser.get(f'{service.url}/infrastructures/', timeout=30).status_code == 401
+        # the cookie reads only: the API's GET answers take it, nothing that changes anything
+        assert browser.get(f'{service.url}/infrastructures/', timeout=30).json() == {'infrastructures': [infra]}
         up = browser.post(f'{service.url}/infrastructures/{infra}/scaleup/web', timeout=30)
         assert up.status_code == 401
+        assert browser.delete(f'{service.url}/infrastructures/{infra}', timeout=30).status_code == 401
         assert service.call('DELETE', f'/infrastructures/{infra}').status_code == 200
     finally:
         service.stop()

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from occo.cli.common import make_parser, open_session, run
+from occo.cli.common import interrupt_on_sigterm, make_parser, open_session, run
 from occo.errors import UsageError
 
 PROG = 'occopus-rest-service'
@@ -40,9 +40,14 @@ def command(args: argparse.Namespace) -> int:
     app = create_app(service, token=config.rest_token, max_body=config.rest_max_body,
                      cors_origins=list(config.rest_cors_origins))
     session.store.ping()  # a Redis that does not answer is said now, not per request
+    # uvicorn stops on SIGINT and SIGTERM, then raises the signal again: as KeyboardInterrupt
+    # here (not the default SIGTERM death), so that the builds under way roll back first.
+    interrupt_on_sigterm()
     service.start()
     try:
         uvicorn.run(app, host=host, port=port, log_level='warning', access_log=False)
+    except KeyboardInterrupt:
+        pass  # a service stopped on request: a success, once its builds are cancelled
     finally:
         service.close()
     return 0

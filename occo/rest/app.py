@@ -19,8 +19,8 @@ from occo.api import check_infra_id
 from occo.errors import (Conflict, LeaseHeld, OccoError, StoreError, UnknownInfrastructure,
                          UnknownNode, describe_error)
 from occo.redact import mask_known, mask_urls, printable
-from occo.rest.page import add_status_page
-from occo.rest.service import BAD_INPUT, Service
+from occo.rest.page import add_status_page, viewer
+from occo.rest.service import BAD_INPUT, Busy, Service
 
 #: bytes a request body may hold unless configured
 MAX_BODY = 1 << 20
@@ -102,7 +102,7 @@ def _status_of(exc: OccoError) -> tuple:
         return 400, 'Bad Request'
     if isinstance(exc, (Conflict, LeaseHeld)):
         return 409, 'Conflict'
-    if isinstance(exc, StoreError):
+    if isinstance(exc, (StoreError, Busy)):
         return 503, 'Service Unavailable'
     return 500, 'Internal Server Error'
 
@@ -171,7 +171,7 @@ def create_app(service: Service, *, token: Optional[str] = None, max_body: int =
                        'to answer; its log says more')
 
     def authorised(request: Request) -> None:
-        if token is None:
+        if token is None or viewer(request, token):  # the status page's cookie reads only
             return
         given = request.headers.get('authorization', '')
         scheme, _, value = given.partition(' ')
@@ -344,13 +344,14 @@ def create_app(service: Service, *, token: Optional[str] = None, max_body: int =
         """Notification settings (a JSON object, e.g. ``{"type": "fcm", ...}``): checked and
         accepted; this release sends no notifications (the events endpoint has them)."""
         text = await body_text(request)
+        known(infraid)
         try:
             settings = json.loads(text)
-        except ValueError:
-            raise ApiError(400, 'Bad Request', 'the body must be a JSON object') from None
+        except (ValueError, RecursionError):
+            raise ApiError(400, 'Bad Request', 'the body must be a JSON object (not nested '
+                           'deeper than Python can read)') from None
         if not isinstance(settings, dict) or not isinstance(settings.get('type'), str):
             raise ApiError(400, 'Bad Request', 'the body must be a JSON object with a "type"')
-        known(infraid)
         return {'infraid': infraid}
 
     @app.get('/infrastructures/{infraid}/events', response_model=Events, responses=ERRORS,

@@ -7,15 +7,16 @@ API.  Everything shown is escaped: node names, addresses and event reasons come 
 clouds.  The page loads nothing but its own two static files.
 
 With a token configured, a browser gives it once as ``/?token=<token>``: the page answers with
-a redirect to itself that keeps the token (percent-encoded) in a session cookie, which the
-page's script reads for the ``Authorization: Bearer`` header of its API calls; so the token
-leaves the address bar and the history at once, and reloads and new tabs work with or without
-JavaScript.  The cookie is
-accepted by the page and its static files only; the API itself still wants the header, so
-another site cannot use the cookie to act on the API.
+a redirect to itself that sets a session cookie holding a read-only credential derived from
+the token (:func:`view_credential`), never the token: HttpOnly (no script reads it),
+SameSite=Strict, and taken only by GET requests (the page, its files and the API's reads), so
+the token leaves the address bar and the history at once, reloads and new tabs work with or
+without JavaScript, and a cookie seen by another service on the same host (cookies ignore
+ports) can change nothing.
 """
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 import time
@@ -23,7 +24,6 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import Any, List, Mapping, Optional
-from urllib.parse import quote, unquote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -33,7 +33,7 @@ from occo.errors import UnknownInfrastructure
 #: events shown per infrastructure, newest first
 EVENTS_SHOWN = 20
 #: the cookie that keeps the token for the page
-COOKIE = 'occopus_token'
+COOKIE = 'occopus_view'
 STATIC = Path(__file__).resolve().parent / 'static'
 #: the files served under /static/, with their media types
 FILES = {'status.css': 'text/css; charset=utf-8', 'status.js': 'text/javascript; charset=utf-8'}
@@ -79,6 +79,19 @@ class InfraView:
     events: List[EventRow]  # newest first
 
 
+def view_credential(token: str) -> str:
+    """What the page's cookie holds: a credential derived from the token that only reads
+    (the page and the API's GET answers take it), never the token itself."""
+    return hmac.new(token.encode(), b'occopus status page: read only', hashlib.sha256).hexdigest()
+
+
+def viewer(request: Request, token: str) -> bool:
+    """True if ``request`` reads (GET) and carries the page's cookie for ``token``."""
+    given = request.cookies.get(COOKIE, '')
+    return request.method == 'GET' and bool(given) and hmac.compare_digest(
+        given.encode(), view_credential(token).encode())
+
+
 def add_status_page(app: FastAPI, session: Any, token: Optional[str] = None) -> None:
     """Register ``/`` and its static files on ``app``; with ``token``, they need it (as the
     API's bearer header, the page's cookie, or once as ``?token=``)."""
@@ -94,14 +107,14 @@ def add_status_page(app: FastAPI, session: Any, token: Optional[str] = None) -> 
         scheme, _, value = request.headers.get('authorization', '').partition(' ')
         if scheme.lower() == 'bearer':
             return matches(value.strip())
-        return matches(unquote(request.cookies.get(COOKIE, '')))
+        return viewer(request, token)
 
     @app.get('/', include_in_schema=False)
     def status_page(request: Request) -> Response:
         if matches(request.query_params.get('token')):
             answer = RedirectResponse('./', status_code=303, headers=HEADERS)
-            answer.set_cookie(COOKIE, quote(token or '', safe=''), path='/', samesite='lax',
-                              httponly=False, secure=request.url.scheme == 'https')
+            answer.set_cookie(COOKIE, view_credential(token or ''), path='/', samesite='strict',
+                              httponly=True, secure=request.url.scheme == 'https')
             return answer
         if not allowed(request):
             return HTMLResponse(UNAUTHORISED, status_code=401, headers=dict(

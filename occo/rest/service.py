@@ -34,10 +34,16 @@ OUTCOME_TTL = 86400.0
 OUTCOME_LINES = 50
 #: manage passes run side by side (over different infrastructures)
 PASS_WORKERS = 4
+#: builds under way at once in one service (each holds threads and cloud calls)
+MAX_BUILDS = 32
 #: seconds between looks at the cancel requests of the builds under way here
 CANCEL_CHECK = 0.5
 #: seconds a cancel request stays (longer than any lease, so the builder sees it)
 CANCEL_TTL = 600.0
+
+
+class Busy(OccoError):
+    """The service runs as many builds as it may; the request can be made again later."""
 
 
 @dataclass
@@ -86,8 +92,9 @@ class Service:
             try:
                 for infra_id in self.session.store.cancel_requested(sorted(jobs)):
                     jobs[infra_id].stop.set()
-            except OccoError as exc:
-                log.warning('cannot read the cancel requests: %s', exc)
+            except Exception as exc:  # noqa: BLE001 - the watcher never dies
+                log.warning('cannot read the cancel requests: %s', describe_error(exc))
+                self._stop.wait(self.interval)  # say it once an interval, not twice a second
 
     def close(self, wait: float = 60.0) -> None:
         """Stop maintaining, cancel the builds under way (they roll back) and wait for them."""
@@ -112,6 +119,9 @@ class Service:
         """
         job = BuildJob(str(uuid.uuid4()))
         with self._lock:
+            if len(self.jobs) >= MAX_BUILDS:
+                raise Busy(f'{len(self.jobs)} builds are under way in this service (at most '
+                           f'{MAX_BUILDS}); try again when one has finished')
             self.jobs[job.infra_id] = job
         threading.Thread(target=self._build, args=(job, text), name=f'occo-build-{job.infra_id[:8]}',
                          daemon=True).start()
@@ -193,8 +203,8 @@ class Service:
             try:
                 for infra_id in self.session.maintained():
                     self._start_pass(infra_id)
-            except OccoError as exc:
-                log.warning('cannot list the maintained infrastructures: %s', exc)
+            except Exception as exc:  # noqa: BLE001 - the maintainer never dies
+                log.warning('cannot list the maintained infrastructures: %s', describe_error(exc))
             self._stop.wait(self.interval)
 
     def _start_pass(self, infra_id: str) -> None:

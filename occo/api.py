@@ -30,7 +30,7 @@ from occo.maintenance import PassResult, observe, run_pass
 from occo.planner import DOWN, SET, UP, CreateNode, Plan, make_plan, node_specs, plan_from_state
 from occo.resolution import Address, AddressBook, Resolver
 from occo.runtime import Runtime, check_settings
-from occo.store import WHO, Store, event
+from occo.store import MAX_PENDING_REQUESTS, WHO, Store, event
 
 
 @dataclass
@@ -683,6 +683,9 @@ class Occopus:
         if target is not None:
             request.update(kind=SET, count=target)
         elif selector is not None:
+            if not selector or len(selector) > 256:
+                raise UsageError('a scale-down selector is an instance id or address (1 to 256 '
+                                 f'characters), got {len(selector)}')
             request.update(kind=DOWN, count=1, selector=selector)
         elif change is not None and change > 0:
             request.update(kind=UP, count=change)
@@ -693,6 +696,9 @@ class Occopus:
         pending = self.store.add_request(infra_id, request)
         if not pending:
             raise UnknownInfrastructure(infra_id, 'it was destroyed just now')
+        if pending < 0:
+            raise Conflict(f'infrastructure {infra_id} has {MAX_PENDING_REQUESTS} scaling requests '
+                           'waiting for a management pass already; run one (or attach it) first')
         return pending
 
     # -- reports -------------------------------------------------------------------------------

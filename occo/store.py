@@ -118,8 +118,11 @@ return 'restored'
 _REQUEST = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('LPOS', KEYS[2], ARGV[1]) then return redis.call('LLEN', KEYS[2]) end
+if redis.call('LLEN', KEYS[2]) >= tonumber(ARGV[2]) then return -1 end
 return redis.call('RPUSH', KEYS[2], ARGV[1])
 """
+#: scaling requests that may wait for a pass (more are refused, not queued without end)
+MAX_PENDING_REQUESTS = 10000
 # Resources whose state is still ARGV[1] move to the state given with them (ARGV: id, state...).
 _SETTLE = """
 for i = 2, #ARGV, 2 do
@@ -777,9 +780,10 @@ class Store:
     def add_request(self, infra_id: str, request: Mapping[str, Any]) -> int:
         """Append a scaling request while the infrastructure exists (atomically, so that no
         request outlives a destroy; a retry never appends it twice: it gets an ``id``);
-        returns how many are pending, 0 if it is gone."""
+        returns how many are pending, 0 if it is gone, -1 if :data:`MAX_PENDING_REQUESTS`
+        are pending already (nothing is added)."""
         keys = [infra_key(self.prefix, infra_id), requests_key(self.prefix, infra_id)]
-        args = [_dumps(dict(request, id=uuid.uuid4().hex))]
+        args = [_dumps(dict(request, id=uuid.uuid4().hex)), MAX_PENDING_REQUESTS]
         return int(self._call(lambda: self._script(_REQUEST)(keys=keys, args=args, client=self.client)))
 
     # -- leases ------------------------------------------------------------------------------

@@ -112,6 +112,8 @@ def test_errors_have_real_status_codes_and_the_original_fields(occo, rest, nodes
     for bad in ('abc', '-1', '0', '99999999999999999999'):
         error(rest.call('POST', f'/infrastructures/{infra}/scaleup/web/{bad}'), 400)
     error(rest.call('POST', f'/infrastructures/{infra}/scaleto/web/-3'), 400)
+    assert '1 to 256 characters' in error(
+        rest.call('POST', f"/infrastructures/{infra}/scaledown/web/{'x' * 300}"), 400)
     error(rest.call('GET', f'/infrastructures/{infra}/events?count=0'), 400)
     assert 'unknown query parameter(s): cuont (this endpoint takes count)' in error(
         rest.call('GET', f'/infrastructures/{infra}/events?cuont=3'), 400)

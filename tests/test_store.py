@@ -238,3 +238,11 @@ def test_a_destroy_whose_reply_was_lost_still_succeeds(lossy, store, prefix):
     assert lossy.proxy.lost == 1 and not view.lost.is_set()
     view.release_lease(lease)
     assert store.client.keys(f'{prefix}*') == []
+
+
+def test_scaling_requests_wait_in_a_bounded_list(store, monkeypatch):
+    new_infra(store, 'capped')
+    monkeypatch.setattr('occo.store.MAX_PENDING_REQUESTS', 2)
+    assert [store.add_request('capped', {'node': 'web', 'kind': 'up', 'count': n}) for n in (1, 2, 3)] \
+        == [1, 2, -1]
+    assert [r['count'] for r in store.load('capped')['requests']] == [1, 2]

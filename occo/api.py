@@ -20,16 +20,19 @@ from occo.config import AuthData, Config
 from occo.descriptions.infra import (InfraDescription, load_infra_description,
                                      parse_infra_description_text)
 from occo.descriptions.nodedefs import NodeDefinition, load_node_definitions
-from occo.errors import (BuildCancelled, BuildError, Conflict, DescriptionError, LeaseHeld,
-                         LeaseLost, NotImplementedYet, OccoError, StoreError, TeardownError,
-                         UnknownInfrastructure, UnknownNode, UsageError, describe_error)
+from occo.errors import (AuthError, BuildCancelled, BuildError, Conflict, DescriptionError,
+                         LeaseHeld, LeaseLost, NotImplementedYet, OccoError, StoreError,
+                         TeardownError, UnknownInfrastructure, UnknownNode, UsageError,
+                         describe_error)
 from occo.executor import Executor, Failure, uninterruptible
 from occo.instances import InfraState, InfraStatus, Instance, State
 from occo.leases import held
 from occo.maintenance import PassResult, observe, run_pass
+from occo.plugins.base import string_leaves
 from occo.planner import DOWN, SET, UP, CreateNode, Plan, make_plan, node_specs, plan_from_state
 from occo.resolution import Address, AddressBook, Resolver
 from occo.runtime import Runtime, check_settings
+from occo.schema import is_template
 from occo.store import MAX_PENDING_REQUESTS, WHO, Store, event
 
 
@@ -308,6 +311,7 @@ class Occopus:
         desc = self.load_description(path) if text is None else self.parse_description(text, path)
         graph, nodedefs = self.compile(desc, infra_id)
         check_buildable(graph, nodedefs)
+        check_credentials(graph, nodedefs, self.auth)
         now = round(time.time(), 3)
         summary = {'name': graph.infra_name, 'namespace': self.config.namespace,
                    'user_id': graph.user_id, 'created_at': now, 'state': InfraStatus.BUILDING.value}
@@ -778,6 +782,33 @@ def check_buildable(graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition]) -
                         f'{cls.describe()}, which can be checked, planned and rendered but not yet '
                         'built in this release (a filter can choose another implementation)',
                         source=graph.source, line=node.line)
+
+
+def check_credentials(graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition],
+                      auth: AuthData) -> None:
+    """:raises AuthError: before anything is created, naming the node, if none of a node's
+    implementations on a cloud that needs credentials has an auth-data entry (or one matches
+    ambiguously).  Sections with templates are left to the create call, which sees them
+    rendered."""
+    for node in graph.nodes.values():
+        missing = []
+        for index in node.candidates:
+            section = nodedefs[node.type].implementations[index].resource
+            cls = plugins.plugin_class(plugins.RESOURCES, section['type'])
+            if not getattr(cls, 'needs_credentials', False) or any(
+                    is_template(value) for _, value in string_leaves(section)):
+                break  # this one needs none, or cannot be told before it is rendered
+            try:
+                found = auth.find('resource', section)
+            except AuthError as exc:
+                raise AuthError(f"node '{node.name}': {exc.message}", source=exc.source) from None
+            if found is not None:
+                break
+            missing.append(cls.no_credentials(section))
+        else:
+            if missing:
+                raise AuthError(f"node '{node.name}': {missing[0].message}",
+                                source=graph.source, line=node.line)
 
 
 def resources_of(graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition]

@@ -267,15 +267,21 @@ def test_missing_or_ambiguous_credentials(occo, ec2_peer, tmp_path, case):
     entry = f'{{type: ec2, auth_data: {{accesskey: {ec2_peer.access}, secretkey: "{ec2_peer.secret}"}}}}'
     if case == 'missing':
         auth_data(occo, ec2_peer, url='http://127.0.0.1:9/elsewhere')
-        expected = rf'Cannot find credentials for ec2 {re.escape(ec2_peer.url)}.*'
+        expected = (rf"\S+infra\.yaml:\d+: node 'n': Cannot find credentials for ec2 "
+                    rf'{re.escape(ec2_peer.url)}: add an entry .*')
     else:
         second = entry.replace('{type: ec2,', f'{{type: ec2, endpoint: "{ec2_peer.url}",')
         auth_data(occo, ec2_peer, entries=[entry, second])
-        expected = r'.*Cannot determine authorization information: .*entr.*'
+        expected = (r"\S+auth_data\.yaml: node 'n': Cannot determine authorization information: "
+                    r'entries 1 .*, 2 .* all match .*')
     infra = infra_id()
+    before = occo.snapshot()
     result = occo.run('occopus-build', '-i', infra, path)
-    assert result.returncode == 1, result.stderr
-    assert_one_line_error(result.stderr, expected)
+    # checked before anything is created: one error line, no cloud asked, nothing stored
+    assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr
+    [line] = result.stderr.splitlines()
+    assert re.fullmatch('occopus-build: error: ' + expected, line), line
+    assert occo.snapshot() == before
     assert_rolled_back(occo, ec2_peer, infra, result.stderr)
     assert_secret_free(ec2_peer, result.stdout, result.stderr)
 

@@ -129,6 +129,8 @@ class ResourceHandler(Plugin):
     #: what this cloud calls the resource of a node instance, for people (``instance``,
     #: ``server``, ``container``)
     noun: ClassVar[str] = 'resource'
+    #: whether every call needs an auth-data entry (checked before a build creates anything)
+    needs_credentials: ClassVar[bool] = False
 
     #: keys of this handler's settings section (``resources: {<type>: {...}}``)
     settings_keys: ClassVar[KeySchema] = KeySchema()
@@ -161,11 +163,16 @@ class ResourceHandler(Plugin):
         """
         found = self.ctx.credentials(resource)
         if found is None:
-            where = resource.get('endpoint') or resource.get('name') or ''
-            raise AuthError(f"Cannot find credentials for {self.type} {printable(str(where))}".rstrip()
-                            + f': add an entry with type: {self.type} (and endpoint) to the '
-                            "resource section of auth_data.yaml")
+            raise self.no_credentials(resource)
         return found
+
+    @classmethod
+    def no_credentials(cls, resource: Mapping[str, Any]) -> AuthError:
+        """The error for a resource section no auth-data entry matches."""
+        where = resource.get('endpoint') or resource.get('name') or ''
+        return AuthError(f"Cannot find credentials for {cls.type} {printable(str(where))}".rstrip()
+                         + f': add an entry with type: {cls.type} (and endpoint) to the '
+                         'resource section of auth_data.yaml')
 
     def cloud_said(self, resource: Mapping[str, Any], said: Any) -> str:
         """``<type> at <endpoint>: <what the cloud said>`` on one line, without secrets: the

@@ -213,6 +213,7 @@ def _chunks(values: Sequence[str], size: int) -> Iterator[Sequence[str]]:
 
 class EC2Handler(ResourceHandler):
     type = 'ec2'
+    needs_credentials = True
     noun = 'instance'
     buildable = True
     keys = resource_keys(

@@ -470,6 +470,7 @@ class Cloud:
 
 class NovaHandler(ResourceHandler):
     type = 'nova'
+    needs_credentials = True
     noun = 'server'
     buildable = True
     keys = resource_keys(

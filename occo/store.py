@@ -33,7 +33,8 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, TypeVar
+from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple,
+                    TypeVar)
 
 from occo.errors import LeaseHeld, LeaseLost, StoreError
 from occo.redact import mask_known, mask_url
@@ -343,10 +344,57 @@ def _replay(first: BaseException, fn: Callable[[], T]) -> Callable[[], T]:
 
 
 
+SENTINEL_SCHEME = 'redis+sentinel://'
+
+
+@dataclass(frozen=True)
+class SentinelTarget:
+    """What a ``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]`` URL
+    names: the Sentinels to ask, the monitored service (its primary is the server used), the
+    database and the password (of the data servers; the Sentinels are asked without one)."""
+
+    sentinels: Tuple[Tuple[str, int], ...]
+    service: str
+    db: int = 0
+    password: Optional[str] = field(default=None, repr=False)
+
+    @classmethod
+    def parse(cls, url: str) -> 'SentinelTarget':
+        """:raises ValueError: saying what is wrong (never quoting the password)."""
+        from urllib.parse import unquote
+        rest = url[len(SENTINEL_SCHEME):]
+        hosts, _, path = rest.partition('/')
+        password = None
+        if '@' in hosts:
+            auth, hosts = hosts.rsplit('@', 1)
+            password = unquote(auth.split(':', 1)[1]) if ':' in auth else unquote(auth) or None
+        sentinels = []
+        for item in hosts.split(','):
+            host, _, port = item.strip().rpartition(':')
+            if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+                raise ValueError('each Sentinel must be host:port, e.g. redis+sentinel://'
+                                 '10.0.0.1:26379,10.0.0.2:26379/mymaster/0')
+            sentinels.append((host.strip('[]'), int(port)))
+        service, _, db = path.partition('/')
+        if not service:
+            raise ValueError('the URL must name the monitored service after the Sentinels, e.g. '
+                             'redis+sentinel://10.0.0.1:26379/mymaster')
+        if db not in ('', '/') and not (db.strip('/').isascii() and db.strip('/').isdigit()):
+            raise ValueError('the database must be a number, e.g. redis+sentinel://h:26379/mymaster/0')
+        return cls(tuple(sentinels), unquote(service), int(db.strip('/') or 0), password)
+
+
 def redis_url_problem(url: str) -> Optional[str]:
     """What is wrong with the database number of a Redis URL (``redis://host:port/DB``,
-    ``unix:///path?db=DB``), or ``None``.  redis-py would read ``/abc`` as database 0."""
+    ``unix:///path?db=DB``), or with a Sentinel URL, or ``None``.  redis-py would read
+    ``/abc`` as database 0."""
     from urllib.parse import parse_qs, unquote, urlsplit
+    if url.startswith(SENTINEL_SCHEME):
+        try:
+            SentinelTarget.parse(url)
+        except ValueError as exc:
+            return str(exc)
+        return None
     try:
         parts = urlsplit(url)
         query = parse_qs(parts.query)
@@ -364,6 +412,16 @@ def redis_url_problem(url: str) -> Optional[str]:
             return (f'the database must be a number (e.g. redis://127.0.0.1:6379/0 or '
                     f'unix:///run/redis.sock?db=0), got {shown!r}')
     return None
+
+
+def _sentinel_client(target: SentinelTarget) -> Any:
+    """A client of the primary that ``target``'s Sentinels name now (asked again on every new
+    connection, so that a failover is followed once the old primary stops answering)."""
+    from redis.sentinel import Sentinel
+    timeouts = dict(socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT)
+    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=dict(timeouts), **timeouts)
+    return sentinel.master_for(target.service, db=target.db, password=target.password,
+                               decode_responses=True, retry=_single_try(), **timeouts)
 
 
 class Store:
@@ -439,7 +497,8 @@ class Store:
     @classmethod
     def connect(cls, url: str, prefix: str = DEFAULT_PREFIX,
                 retry_window: float = DEFAULT_RETRY_WINDOW) -> 'Store':
-        """A store on the Redis server at ``url`` (``redis://``, ``rediss://`` or ``unix://``).
+        """A store on the Redis server at ``url`` (``redis://``, ``rediss://``, ``unix://``, or
+        ``redis+sentinel://`` for the primary that Sentinels name).
 
         :raises StoreError: if the URL is malformed.  The connection is made lazily.
         """
@@ -448,9 +507,12 @@ class Store:
         if problem:
             raise StoreError(f'invalid Redis URL {mask_url(url)!r}: {problem}')
         try:
-            client = redis.Redis.from_url(url, decode_responses=True,
-                                          socket_connect_timeout=CONNECT_TIMEOUT,
-                                          socket_timeout=SOCKET_TIMEOUT, retry=_single_try())
+            if url.startswith(SENTINEL_SCHEME):
+                client = _sentinel_client(SentinelTarget.parse(url))
+            else:
+                client = redis.Redis.from_url(url, decode_responses=True,
+                                              socket_connect_timeout=CONNECT_TIMEOUT,
+                                              socket_timeout=SOCKET_TIMEOUT, retry=_single_try())
         except ValueError as exc:
             raise StoreError(f'invalid Redis URL {mask_url(url)!r}: {exc} '
                              '(expected e.g. redis://127.0.0.1:6379/0)') from None

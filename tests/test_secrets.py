@@ -119,9 +119,9 @@ def test_legacy_database_that_is_not_a_number_is_refused(tmp_path):
 @pytest.mark.parametrize('text, message', [
     ('redis: {url: "http://user:hunter2@host/0"}\n',
      "'redis.url' must be a Redis URL such as redis://127.0.0.1:6379/0 (schemes: redis://, "
-     "rediss://, unix://; the database, if given, a number); it must start with redis://, "
-     'rediss://, unix:// (e.g. redis://127.0.0.1:6379/0) (the value is not shown, as it may '
-     'hold a secret)'),
+     "rediss://, unix://, redis+sentinel://; the database, if given, a number); it must start "
+     'with redis://, rediss://, unix://, redis+sentinel:// (e.g. redis://127.0.0.1:6379/0) (the '
+     'value is not shown, as it may hold a secret)'),
     ('redis: {url: 12345}\n', "'redis.url' must be a Redis URL"),
     ('rest: {token: 12345}\n', "'rest.token' must be non-empty text; got a number (the value is "
                                'not shown, as it may hold a secret)'),

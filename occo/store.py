@@ -773,21 +773,23 @@ class Store:
 
     def cancel_requested(self, infra_ids: Sequence[str]) -> List[str]:
         """Those of ``infra_ids`` whose build was asked to stop (one round trip)."""
-        def run() -> List[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            for infra_id in infra_ids:
-                pipe.exists(cancel_key(self.prefix, infra_id))
-            return pipe.execute()
-        return [i for i, asked in zip(infra_ids, self._call(run) if infra_ids else []) if asked]
+        return self._having(cancel_key, infra_ids)
 
     def maintained(self, infra_ids: Sequence[str]) -> List[str]:
         """Those of ``infra_ids`` that are marked maintained (one round trip)."""
+        return self._having(maintained_key, infra_ids)
+
+    def _having(self, key: Callable[[str, str], str], infra_ids: Sequence[str]) -> List[str]:
+        """Those of ``infra_ids`` whose key made by ``key`` exists (one round trip)."""
+        if not infra_ids:
+            return []
+
         def run() -> List[Any]:
             pipe = self.client.pipeline(transaction=False)
             for infra_id in infra_ids:
-                pipe.exists(maintained_key(self.prefix, infra_id))
+                pipe.exists(key(self.prefix, infra_id))
             return pipe.execute()
-        return [i for i, marked in zip(infra_ids, self._call(run) if infra_ids else []) if marked]
+        return [i for i, present in zip(infra_ids, self._call(run)) if present]
 
     def load(self, infra_id: str) -> Optional[Dict[str, Any]]:
         """Everything a management pass reads, in one round trip: ``infra`` (the record),

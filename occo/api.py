@@ -27,7 +27,7 @@ from occo.errors import (AuthError, BuildCancelled, BuildError, Conflict, Descri
 from occo.executor import Executor, Failure, uninterruptible
 from occo.instances import InfraState, InfraStatus, Instance, State
 from occo.leases import held
-from occo.maintenance import PassResult, observe, run_pass
+from occo.maintenance import PassResult, observe, pass_record, run_pass
 from occo.plugins.base import string_leaves
 from occo.planner import DOWN, SET, UP, CreateNode, Plan, make_plan, node_specs, plan_from_state
 from occo.resolution import Address, AddressBook, Resolver
@@ -577,6 +577,7 @@ class Occopus:
         report = report or self.warn
         self._known(check_infra_id(infra_id))  # no lease (nor key) for an unknown id
         with held(self.store, infra_id, self.config.lease_ttl, report=report) as store:
+            started = time.time()
             state = InfraState.from_store(store.load(infra_id))
             if state is None:
                 raise UnknownInfrastructure(infra_id)
@@ -584,6 +585,8 @@ class Occopus:
             graph, nodedefs = self._stored_graph(state.infra)
             result = self._pass(store, graph, nodedefs, state, parallelize=parallelize,
                                 parallelism=parallelism, stop=stop, report=report)
+            if not store.lost.is_set():
+                store.record_pass(infra_id, pass_record(store.lease, started, result))
             if store.lost.is_set():  # its writes were refused: another process owns it now
                 raise LeaseLost(f'lost the lease on infrastructure {infra_id}: '
                                 f"{getattr(store, 'lost_reason', '') or 'it is no longer ours'}; "
@@ -638,10 +641,11 @@ class Occopus:
         except OccoError:
             pass  # Redis itself is the problem; the next pass tries again
 
-    # -- background maintenance (the REST service) ----------------------------------------------
+    # -- background maintenance (occopus-manage --all, the REST service) ------------------------
 
     def attach(self, infra_id: str) -> None:
-        """Mark an infrastructure as maintained in the background by the REST service.
+        """Mark an infrastructure as maintained again by the maintainer fleet
+        (``occopus-manage --all -c``, the REST service); every one is, from its build on.
 
         :raises UnknownInfrastructure: if it does not exist.
         :raises Conflict: if it is maintained already.
@@ -649,7 +653,7 @@ class Occopus:
         self._mark(infra_id, True, 'is already being maintained')
 
     def detach(self, infra_id: str) -> None:
-        """Stop maintaining an infrastructure in the background; it keeps running.
+        """Leave an infrastructure alone in the maintainer fleet; it keeps running.
 
         :raises UnknownInfrastructure: if it does not exist.
         :raises Conflict: if it is not maintained.

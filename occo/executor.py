@@ -292,7 +292,7 @@ class Executor:
                 # Recorded, with the rendered resource section (the endpoint to ask), before
                 # any cloud is asked: a build killed from here on leaves a record that destroy
                 # follows to the resource, by its tags.
-                self.writer.write([instance.to_json()])
+                self.writer.write([instance.to_json()], durable=True)
                 created = self._create(instance, resolved)
             except BaseException as exc:  # noqa: BLE001 - the walker reports it
                 outcome.set_exception(exc)
@@ -388,7 +388,7 @@ class Executor:
             if ready is not None:
                 self.finish([(instance, Judgement(Verdict.READY))], events)
             else:
-                self.writer.write([instance.to_json()], events=events)
+                self.writer.write([instance.to_json()], events=events, durable=True)
         except BaseException:
             # Not recorded (the lease was lost, Redis went away...): never leave it untraceable.
             self._forget_created(handler, instance)

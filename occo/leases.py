@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, List, Optional
 
 from occo.errors import LeaseHeld, OccoError
-from occo.store import PID_NAMESPACE, SOCKET_TIMEOUT, WHO, Lease, Store
+from occo.store import PLACE, SOCKET_TIMEOUT, WHO, Lease, Store
 
 #: how often (and how long at most) the holder waits for a lease held by another process
 WAIT_STEP = 0.2
@@ -29,31 +29,30 @@ WAIT_STEP = 0.2
 
 class _Keeper(threading.Thread):
     """Renews the lease of ``view`` (a store under it) every third of its ttl until stopped;
-    ``view.lost`` is set once it is gone.  Each renewal is short: a client of its own whose
-    every socket wait is a small part of the ttl, tried again until Redis answers or the
-    lease runs out by our own clock."""
+    ``view.lost`` is set once it is gone.  Each renewal is short: a client (shared by the
+    keepers of one store) whose every socket wait is a small part of the ttl, tried again until
+    Redis answers or the lease runs out by our own clock."""
 
     def __init__(self, view: Store) -> None:
         super().__init__(name='occo-lease', daemon=True)
         ttl = view.lease.ttl
-        self.view = view._with_timeout(max(0.5, min(SOCKET_TIMEOUT, ttl / 6)))
+        self.view = view.with_timeout(max(0.5, min(SOCKET_TIMEOUT, ttl / 6)))
         self.interval = ttl / 3
         self.done = threading.Event()
 
     def run(self) -> None:
-        try:
-            while not self.done.wait(self.interval):
-                if not self.view.keep_lease(interrupt=self.done):
-                    return  # no cloud call and no write may be made for it any more
-        finally:
-            self.view.client.close()
+        while not self.done.wait(self.interval):
+            if not self.view.keep_lease(interrupt=self.done):
+                return  # no cloud call and no write may be made for it any more
 
 
-def holder_is_dead(holder: str, namespace: str) -> bool:
-    """True if ``holder`` (host:pid) is a process of this host and pid namespace that no
-    longer runs.  Any other holder is only ever replaced when its lease expires."""
+def holder_is_dead(holder: str, place: str) -> bool:
+    """True if ``holder`` (host:pid) is a process of this place (host id, boot and pid
+    namespace: :data:`~occo.store.PLACE`) that no longer runs.  Any other holder is only ever
+    replaced when its lease expires: a pid means nothing on another host, after a reboot or in
+    another container."""
     host, _, pid = holder.rpartition(':')
-    if (host != socket.gethostname() or not namespace or namespace != PID_NAMESPACE
+    if (host != socket.gethostname() or not place or place != PLACE
             or not pid.isdigit() or int(pid) == os.getpid()):
         return False
     try:

@@ -29,7 +29,7 @@ from occo.executor import Executor, Failure
 from occo.instances import (CloudState, Health, InfraState, InfraStatus, Instance, Judgement, ResourceStatus, State,
                             Verdict, create_timeout, judge)
 from occo.planner import Plan, alive_by_node, plan_from_state
-from occo.store import event
+from occo.store import PLACE, WHO, Lease, event
 
 HEALTH_POOL = 32
 MAX_BACKOFF = 300.0
@@ -58,6 +58,18 @@ class PassResult:
     failures: List[Failure] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
     state: InfraStatus = InfraStatus.READY
+
+
+def pass_record(lease: Lease, started: float, result: PassResult) -> Dict[str, str]:
+    """The record of a pass in the infrastructure's pass stream: who made it (host:pid, and a
+    digest of its place, since pids repeat across hosts and containers), under which lease
+    token, when, and what it did."""
+    import hashlib
+    return {'who': WHO, 'place': hashlib.sha256(PLACE.encode()).hexdigest()[:12],
+            'token': lease.token, 'start': f'{started:.3f}', 'end': f'{time.time():.3f}',
+            'created': str(result.created), 'dropped': str(result.dropped),
+            'failures': str(len(result.failures)),
+            'state': getattr(result.state, 'value', str(result.state))}
 
 
 def observe(executor: Executor, instances: Mapping[str, Instance],

@@ -2,26 +2,46 @@
 
 Every key is built by the functions at the top of this module; nothing else spells a key.
 Values are JSON.  Keys of one infrastructure share the hash tag ``{<infra_id>}`` so that
-multi-key transactions work on Redis Cluster too.
+every multi-key operation (a Lua script, a fenced write) touches one hash slot and works on
+Redis Cluster as on one server.
 
 Layout (``P`` = the configured prefix, ``occo:`` by default; ``{ID}`` an infrastructure id)::
 
     P nodedefs:<namespace>        hash    node type -> JSON node definition
-    P infras                      hash    infra id -> JSON summary (the shared registry)
+    P infras:<n>                  hash    infra id -> JSON summary: the registry, in
+                                          REGISTRY_SHARDS shards (n = crc32(id) mod shards)
+    P maintainers                 hash    maintainer id -> "<until ms> <JSON>": the members of
+                                          the maintainer fleet, each until its heartbeat lapses
     P {ID}:infra                  string  JSON: description, compiled graph, owner, state
     P {ID}:instances              hash    node id -> JSON instance record
     P {ID}:targets                hash    node name -> target instance count
     P {ID}:failtimes              hash    node id -> epoch of its first failed health check
     P {ID}:events                 stream  what happened, when, to which node, and why (capped)
+    P {ID}:passes                 stream  every management pass: who, lease token, start, end
+                                          (capped at PASSES_KEPT)
     P {ID}:requests               list    scaling requests, appended atomically, consumed by passes
     P {ID}:backoff                hash    node name -> JSON: creates failing in a row, next try
+    P {ID}:maintained             string  present while background maintainers keep it (from
+                                          its build on, until it is detached)
     P {ID}:lease                  string  JSON {token, holder, since, ns, nonce}: who changes it
                                           now (PX ttl); the token is a string of digits
     P {ID}:fence                  string  the last token handed out: a new one is larger, and at
                                           least the server's time in microseconds
+    P {ID}:outcome, P {ID}:cancel string  why a background build is gone; a request to stop it
     P <name>cloud                 hash    resource id -> JSON: an emulated cloud's resources
                                           (``dummycloud``, ``localcloud``; see CloudRegistry)
     P <name>cloud:addresses       set     addresses its live resources hold (local backend)
+
+The registry is sharded so that a cluster spreads it over its primaries and no command on it
+grows with more than one shard: registering, updating or forgetting an infrastructure is one
+HSET/HDEL on its shard, listing is one HGETALL per shard in one pipeline (one round trip per
+primary on a cluster), and nothing ever SCANs the keyspace.  A registry kept by an earlier
+version in the single hash ``P infras`` is moved into the shards the first time it is listed.
+
+Three kinds of Redis are reached by URL: one server (``redis://``, ``rediss://``, ``unix://``),
+the primary that Sentinels name (``redis+sentinel://``; the writes that must survive a failover,
+intent records and lease grants, wait until a replica has them) and a cluster
+(``redis+cluster://``).
 """
 from __future__ import annotations
 
@@ -32,6 +52,7 @@ import socket
 import threading
 import time
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple,
                     TypeVar)
@@ -50,6 +71,7 @@ RETRY_MAX_WAIT = 2.0    # ...but never longer than this
 #: more likely than an outage: the command says so after this long, not after the window.
 FIRST_CONTACT_WINDOW = 2.0
 EVENTS_KEPT = 10_000
+PASSES_KEPT = 1_000
 FIELDS_PER_OP = 500  # keeps each command's argument list short inside Lua
 
 # Why a lease was lost (``Store.lost_reason``).
@@ -148,6 +170,31 @@ for _, entry in ipairs(cjson.decode(ARGV[1])) do
 end
 return 1
 """
+# The members of the maintainer fleet: ARGV = member id ('' to only list), its JSON, ttl ms (0:
+# it leaves).  Members whose heartbeat lapsed are removed; returns the live ones (id, value...).
+_MEMBERS = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+if ARGV[1] ~= '' then
+  if tonumber(ARGV[3]) > 0 then
+    redis.call('HSET', KEYS[1], ARGV[1], string.format('%.0f', ms + tonumber(ARGV[3])) .. ' ' .. ARGV[2])
+  else
+    redis.call('HDEL', KEYS[1], ARGV[1])
+  end
+end
+local live = {}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local deadline = tonumber(string.match(all[i + 1], '^(%d+) '))
+  if deadline and deadline > ms then
+    table.insert(live, all[i])
+    table.insert(live, string.sub(all[i + 1], string.len(string.match(all[i + 1], '^%d+ ')) + 1))
+  else
+    redis.call('HDEL', KEYS[1], all[i])
+  end
+end
+return live
+"""
 # Writes guarded by a fencing token: 0 (nothing written) unless the lease still holds that
 # token.  ARGV[2] is a JSON list of commands whose second item is the index of their key in
 # KEYS.  POPHEAD (key, values...) pops the values off the head of a list while they are still
@@ -177,7 +224,24 @@ def nodedefs_key(prefix: str, namespace: str) -> str:
 
 
 def infras_key(prefix: str) -> str:
+    """The registry of earlier versions: one hash (moved into the shards when listed)."""
     return f'{prefix}infras'
+
+
+#: shards of the registry (a fixed number: changing it would hide entries)
+REGISTRY_SHARDS = 16
+
+
+def registry_shard(infra_id: str) -> int:
+    return zlib.crc32(infra_id.encode('utf-8', 'surrogatepass')) % REGISTRY_SHARDS
+
+
+def registry_key(prefix: str, shard: int) -> str:
+    return f'{prefix}infras:{shard}'
+
+
+def maintainers_key(prefix: str) -> str:
+    return f'{prefix}maintainers'
 
 
 def _infra_part(part: str) -> Callable[[str, str], str]:
@@ -193,6 +257,7 @@ instances_key = _infra_part('instances')
 targets_key = _infra_part('targets')
 failtimes_key = _infra_part('failtimes')
 events_key = _infra_part('events')
+passes_key = _infra_part('passes')
 requests_key = _infra_part('requests')
 backoff_key = _infra_part('backoff')
 lease_key = _infra_part('lease')
@@ -202,8 +267,8 @@ maintained_key = _infra_part('maintained')
 outcome_key = _infra_part('outcome')
 #: a request to stop a build under way, wherever it runs (a REST DELETE during the build)
 cancel_key = _infra_part('cancel')
-_INFRA_KEYS = (infra_key, instances_key, targets_key, failtimes_key, events_key, requests_key,
-               backoff_key, maintained_key, fence_key, lease_key)
+_INFRA_KEYS = (infra_key, instances_key, targets_key, failtimes_key, events_key, passes_key,
+               requests_key, backoff_key, maintained_key, fence_key, lease_key)
 
 
 def infra_keys(prefix: str, infra_id: str) -> List[str]:
@@ -261,6 +326,14 @@ class Lease:
 WHO = f'{socket.gethostname()}:{os.getpid()}'
 
 
+def _first_line(path: str) -> str:
+    try:
+        with open(path, encoding='ascii', errors='replace') as stream:
+            return stream.readline().strip()
+    except OSError:
+        return ''
+
+
 def _pid_namespace() -> str:
     try:
         return os.readlink('/proc/self/ns/pid')
@@ -268,8 +341,18 @@ def _pid_namespace() -> str:
         return ''
 
 
-#: Which pid namespace our pid belongs to (containers sharing a host name have their own).
-PID_NAMESPACE = _pid_namespace()
+def _place() -> str:
+    """Where our pid means something: the host (``OCCOPUS_HOST_ID``, else the machine id, else
+    the host name), its boot, and the pid namespace.  Two processes with the same pid are the
+    same process only if their places are equal."""
+    host = (os.environ.get('OCCOPUS_HOST_ID', '').strip() or _first_line('/etc/machine-id')
+            or socket.gethostname())
+    return f"{host}/{_first_line('/proc/sys/kernel/random/boot_id')}/{_pid_namespace()}"
+
+
+#: Where this process runs (host, boot, pid namespace): recorded with every lease it takes, so
+#: that only a process of the same place may conclude that the holder no longer runs.
+PLACE = _place()
 
 
 def lease_clock() -> float:
@@ -292,12 +375,31 @@ def event(kind: str, node: Optional[str] = None, node_id: Optional[str] = None,
     return entry
 
 
+#: replies of a server that is changing roles (a failover under way): worth trying again
+_PASSING_ERRORS = ('READONLY', 'MASTERDOWN', 'TRYAGAIN', 'CLUSTERDOWN', 'LOADING')
+
+
+def _redis_errors() -> Tuple[type, ...]:
+    """What redis-py raises: its errors, and a cluster client's own (not RedisErrors)."""
+    from redis import exceptions
+    return (exceptions.RedisError, exceptions.RedisClusterException)
+
+
 def _transient(exc: BaseException) -> bool:
     """True for a Redis error worth trying again: the connection is lost or refused, a reply
-    timed out, or the server is still loading its data (BusyLoadingError)."""
+    timed out, the server is still loading its data (BusyLoadingError), or a failover is under
+    way (a demoted primary, a cluster slot without a primary, no cluster node answering)."""
     from redis import exceptions
-    return (isinstance(exc, (exceptions.ConnectionError, exceptions.TimeoutError))
-            and not isinstance(exc, (exceptions.AuthenticationError, exceptions.AuthorizationError)))
+    if isinstance(exc, (exceptions.AuthenticationError, exceptions.AuthorizationError)):
+        return False
+    if isinstance(exc, (exceptions.ConnectionError, exceptions.TimeoutError, exceptions.ClusterError,
+                        exceptions.ClusterDownError, exceptions.TryAgainError,
+                        exceptions.SlotNotCoveredError)):
+        return True
+    if isinstance(exc, exceptions.ResponseError):
+        return str(exc).lstrip('-').split(' ', 1)[0] in _PASSING_ERRORS
+    return (isinstance(exc, exceptions.RedisClusterException)
+            and 'cannot be connected' in str(exc))
 
 
 def _single_try() -> Any:
@@ -345,6 +447,29 @@ def _replay(first: BaseException, fn: Callable[[], T]) -> Callable[[], T]:
 
 
 SENTINEL_SCHEME = 'redis+sentinel://'
+CLUSTER_SCHEME = 'redis+cluster://'
+#: writes that must survive a failover wait this long at most for a replica to have them
+WAIT_TIMEOUT = 1.0
+
+
+def _split_hosts(url: str, scheme: str, example: str) -> Tuple[Tuple[Tuple[str, int], ...], str,
+                                                               Optional[str]]:
+    """``(hosts, path, password)`` of ``scheme[:password@]host:port[,host:port...][/path]``.
+
+    :raises ValueError: saying what is wrong (never quoting the password)."""
+    from urllib.parse import unquote
+    hosts, _, path = url[len(scheme):].partition('/')
+    password = None
+    if '@' in hosts:
+        auth, hosts = hosts.rsplit('@', 1)
+        password = unquote(auth.split(':', 1)[1]) if ':' in auth else unquote(auth) or None
+    found = []
+    for item in hosts.split(','):
+        host, _, port = item.strip().rpartition(':')
+        if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+            raise ValueError(f'each server must be host:port, e.g. {example}')
+        found.append((host.strip('[]'), int(port)))
+    return tuple(found), path, password
 
 
 @dataclass(frozen=True)
@@ -362,39 +487,48 @@ class SentinelTarget:
     def parse(cls, url: str) -> 'SentinelTarget':
         """:raises ValueError: saying what is wrong (never quoting the password)."""
         from urllib.parse import unquote
-        rest = url[len(SENTINEL_SCHEME):]
-        hosts, _, path = rest.partition('/')
-        password = None
-        if '@' in hosts:
-            auth, hosts = hosts.rsplit('@', 1)
-            password = unquote(auth.split(':', 1)[1]) if ':' in auth else unquote(auth) or None
-        sentinels = []
-        for item in hosts.split(','):
-            host, _, port = item.strip().rpartition(':')
-            if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-                raise ValueError('each Sentinel must be host:port, e.g. redis+sentinel://'
-                                 '10.0.0.1:26379,10.0.0.2:26379/mymaster/0')
-            sentinels.append((host.strip('[]'), int(port)))
+        sentinels, path, password = _split_hosts(
+            url, SENTINEL_SCHEME, 'redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster/0')
         service, _, db = path.partition('/')
         if not service:
             raise ValueError('the URL must name the monitored service after the Sentinels, e.g. '
                              'redis+sentinel://10.0.0.1:26379/mymaster')
         if db not in ('', '/') and not (db.strip('/').isascii() and db.strip('/').isdigit()):
             raise ValueError('the database must be a number, e.g. redis+sentinel://h:26379/mymaster/0')
-        return cls(tuple(sentinels), unquote(service), int(db.strip('/') or 0), password)
+        return cls(sentinels, unquote(service), int(db.strip('/') or 0), password)
+
+
+@dataclass(frozen=True)
+class ClusterTarget:
+    """What a ``redis+cluster://[:password@]host:port[,host:port...]`` URL names: some nodes
+    of a Redis Cluster to learn its layout from (one that answers is enough)."""
+
+    nodes: Tuple[Tuple[str, int], ...]
+    password: Optional[str] = field(default=None, repr=False)
+
+    @classmethod
+    def parse(cls, url: str) -> 'ClusterTarget':
+        """:raises ValueError: saying what is wrong (never quoting the password)."""
+        nodes, path, password = _split_hosts(url, CLUSTER_SCHEME,
+                                             'redis+cluster://10.0.0.1:7000,10.0.0.2:7000')
+        if path not in ('', '0'):
+            raise ValueError('a cluster has one database: nothing may follow the nodes but '
+                             '"/" or "/0", e.g. redis+cluster://10.0.0.1:7000,10.0.0.2:7000')
+        return cls(nodes, password)
 
 
 def redis_url_problem(url: str) -> Optional[str]:
     """What is wrong with the database number of a Redis URL (``redis://host:port/DB``,
-    ``unix:///path?db=DB``), or with a Sentinel URL, or ``None``.  redis-py would read
-    ``/abc`` as database 0."""
+    ``unix:///path?db=DB``), or with a Sentinel or cluster URL, or ``None``.  redis-py would
+    read ``/abc`` as database 0."""
     from urllib.parse import parse_qs, unquote, urlsplit
-    if url.startswith(SENTINEL_SCHEME):
-        try:
-            SentinelTarget.parse(url)
-        except ValueError as exc:
-            return str(exc)
-        return None
+    for scheme, target in ((SENTINEL_SCHEME, SentinelTarget), (CLUSTER_SCHEME, ClusterTarget)):
+        if url.startswith(scheme):
+            try:
+                target.parse(url)
+            except ValueError as exc:
+                return str(exc)
+            return None
     try:
         parts = urlsplit(url)
         query = parse_qs(parts.query)
@@ -414,14 +548,76 @@ def redis_url_problem(url: str) -> Optional[str]:
     return None
 
 
-def _sentinel_client(target: SentinelTarget) -> Any:
-    """A client of the primary that ``target``'s Sentinels name now (asked again on every new
-    connection, so that a failover is followed once the old primary stops answering)."""
-    from redis.sentinel import Sentinel
-    timeouts = dict(socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT)
-    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=dict(timeouts), **timeouts)
-    return sentinel.master_for(target.service, db=target.db, password=target.password,
-                               decode_responses=True, retry=_single_try(), **timeouts)
+Factory = Callable[[float], Any]  # socket timeout (s) -> a new client
+
+
+def client_factory(url: str) -> Tuple[Factory, int]:
+    """How to make clients of the Redis at ``url`` (each with the given socket timeout), and
+    how many replicas the writes that must survive a failover wait for (1 behind Sentinels,
+    where a replica is what a failover promotes; 0 elsewhere).
+
+    :raises ValueError: if the URL is malformed.
+    """
+    import redis
+    timeouts = dict(socket_connect_timeout=CONNECT_TIMEOUT, decode_responses=True,
+                    retry=_single_try())
+    if url.startswith(SENTINEL_SCHEME):
+        from redis.sentinel import Sentinel
+        target = SentinelTarget.parse(url)
+        # The Sentinels are asked again on every new connection, so that a failover is
+        # followed once the old primary stops answering.
+        sentinel = Sentinel(list(target.sentinels), socket_connect_timeout=CONNECT_TIMEOUT,
+                            socket_timeout=CONNECT_TIMEOUT,
+                            sentinel_kwargs=dict(socket_connect_timeout=CONNECT_TIMEOUT,
+                                                 socket_timeout=CONNECT_TIMEOUT))
+        return (lambda seconds: sentinel.master_for(
+            target.service, db=target.db, password=target.password, socket_timeout=seconds,
+            **timeouts)), 1
+    if url.startswith(CLUSTER_SCHEME):
+        from redis.cluster import ClusterNode, RedisCluster
+        cluster = ClusterTarget.parse(url)
+        nodes = [ClusterNode(host, port) for host, port in cluster.nodes]
+        # Made when first used (a cluster client asks for the layout at once), inside the
+        # retry loop of Store._call.
+        return (lambda seconds: RedisCluster(
+            startup_nodes=list(nodes), password=cluster.password, socket_timeout=seconds,
+            require_full_coverage=False, **timeouts)), 0
+    redis.Redis.from_url(url)  # raises ValueError now for what cannot be parsed
+    return (lambda seconds: redis.Redis.from_url(url, socket_timeout=seconds, **timeouts)), 0
+
+
+class _Connection:
+    """The clients of one Redis, shared by a store and its views: the main one, made when
+    first used, and one per shorter socket timeout (lease keepers)."""
+
+    def __init__(self, factory: Factory, client: Any = None) -> None:
+        self.factory = factory
+        self.main = client
+        self.short: Dict[float, Any] = {}
+        self.lock = threading.Lock()
+
+    def client(self, timeout: Optional[float] = None) -> Any:
+        with self.lock:
+            if timeout is None:
+                if self.main is None:
+                    self.main = self.factory(SOCKET_TIMEOUT)
+                return self.main
+            if timeout not in self.short:
+                self.short[timeout] = self.factory(timeout)
+            return self.short[timeout]
+
+
+def _factory_of(client: Any) -> Factory:
+    """A factory of clients like ``client`` (a ``redis.Redis`` given to :class:`Store`)."""
+    import redis
+    pool = client.connection_pool
+
+    def make(seconds: float) -> Any:
+        kwargs = dict(pool.connection_kwargs, socket_timeout=seconds, retry=_single_try(),
+                      socket_connect_timeout=min(seconds, CONNECT_TIMEOUT))
+        return redis.Redis(connection_pool=redis.ConnectionPool(
+            connection_class=pool.connection_class, **kwargs))
+    return make
 
 
 class Store:
@@ -440,7 +636,8 @@ class Store:
     def __init__(self, client: Any, prefix: str = DEFAULT_PREFIX, url: str = '',
                  lease: Optional[Lease] = None, lost: Optional[threading.Event] = None,
                  retry_window: float = DEFAULT_RETRY_WINDOW) -> None:
-        self.client = client
+        self._connection = (client if isinstance(client, _Connection)
+                            else _Connection(_factory_of(client), client))
         self.prefix = prefix
         self.url = mask_url(url)
         self.retry_window = retry_window
@@ -454,6 +651,14 @@ class Store:
         self._requests_seen: Dict[str, List[str]] = {}
         #: set once Redis has answered (shared with the views of this store)
         self.answered = threading.Event()
+        #: replicas that must have a write that has to survive a failover (see durable writes)
+        self.wait_replicas = 0
+        self._timeout: Optional[float] = None
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client (made when first used; call it inside :meth:`_call`)."""
+        return self._connection.client(self._timeout)
 
     @property
     def lost_reason(self) -> str:
@@ -478,45 +683,38 @@ class Store:
         """This store, with every write to ``lease``'s infrastructure fenced by its token;
         ``lost`` (the view's ``lost``, a new event unless given) is set once it is gone, and
         ``lost_reason`` says why."""
-        view = Store(self.client, self.prefix, '', lease, lost, self.retry_window)
+        view = Store(self._connection, self.prefix, '', lease, lost, self.retry_window)
         view.url, view._scripts, view.answered = self.url, self._scripts, self.answered
+        view.wait_replicas = self.wait_replicas
         return view
 
-    def _with_timeout(self, seconds: float) -> 'Store':
-        """This view on a client of its own whose every socket wait is at most ``seconds``
-        (close it with ``view.client.close()``)."""
-        import redis
-        pool = self.client.connection_pool
-        kwargs = dict(pool.connection_kwargs, socket_timeout=seconds, retry=_single_try(),
-                      socket_connect_timeout=min(seconds, CONNECT_TIMEOUT))
+    def with_timeout(self, seconds: float) -> 'Store':
+        """This view on a client whose every socket wait is at most ``seconds`` (one client
+        per timeout, shared by the views of this store)."""
         view = copy.copy(self)
-        view.client = redis.Redis(connection_pool=redis.ConnectionPool(
-            connection_class=pool.connection_class, **kwargs))
+        view._timeout = seconds
         return view
 
     @classmethod
     def connect(cls, url: str, prefix: str = DEFAULT_PREFIX,
                 retry_window: float = DEFAULT_RETRY_WINDOW) -> 'Store':
-        """A store on the Redis server at ``url`` (``redis://``, ``rediss://``, ``unix://``, or
-        ``redis+sentinel://`` for the primary that Sentinels name).
+        """A store on the Redis at ``url``: ``redis://``, ``rediss://`` or ``unix://`` for one
+        server, ``redis+sentinel://`` for the primary that Sentinels name, ``redis+cluster://``
+        for a cluster.
 
         :raises StoreError: if the URL is malformed.  The connection is made lazily.
         """
-        import redis
         problem = redis_url_problem(url)
         if problem:
             raise StoreError(f'invalid Redis URL {mask_url(url)!r}: {problem}')
         try:
-            if url.startswith(SENTINEL_SCHEME):
-                client = _sentinel_client(SentinelTarget.parse(url))
-            else:
-                client = redis.Redis.from_url(url, decode_responses=True,
-                                              socket_connect_timeout=CONNECT_TIMEOUT,
-                                              socket_timeout=SOCKET_TIMEOUT, retry=_single_try())
+            factory, replicas = client_factory(url)
         except ValueError as exc:
             raise StoreError(f'invalid Redis URL {mask_url(url)!r}: {exc} '
                              '(expected e.g. redis://127.0.0.1:6379/0)') from None
-        return cls(client, prefix, url, retry_window=retry_window)
+        store = cls(_Connection(factory), prefix, url, retry_window=retry_window)
+        store.wait_replicas = replicas
+        return store
 
     def _call(self, fn: Callable[[], T], window: Optional[float] = None,
               interrupt: Optional[threading.Event] = None) -> T:
@@ -526,7 +724,6 @@ class Store:
 
         :raises StoreError: Redis is unreachable, refused the credentials or answered an error.
         """
-        import redis
         import tenacity
         window = max(0.0, self.retry_window if window is None else window)
         if not self.answered.is_set():
@@ -538,14 +735,15 @@ class Store:
             retry=tenacity.retry_if_exception(_transient), stop=stop, reraise=True,
             wait=tenacity.wait_random_exponential(multiplier=RETRY_FIRST_WAIT, max=RETRY_MAX_WAIT),
             sleep=interrupt.wait if interrupt is not None else time.sleep)
+        errors = _redis_errors()
         try:
             try:
                 result = fn()  # the usual case: no tenacity machinery at all
-            except redis.RedisError as first:
+            except errors as first:
                 if not _transient(first):
                     raise
                 result = retrying(_replay(first, fn))
-        except redis.RedisError as exc:
+        except errors as exc:
             if not _transient(exc):
                 self.answered.set()
             raise self._error(exc, window) from None
@@ -568,7 +766,7 @@ class Store:
 
     def ping(self) -> None:
         """:raises StoreError: if Redis does not answer (within the retry window)."""
-        self._call(self.client.ping)
+        self._call(lambda: self.client.ping())
 
     def put_node_definitions(self, namespace: str, definitions: Mapping[str, Any]) -> None:
         """Store every definition (type name -> JSON-able data) of ``namespace`` at once,
@@ -592,8 +790,21 @@ class Store:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def _apply(self, infra_id: str, ops: Sequence[Op]) -> None:
-        """Run ``ops`` (keys of ``infra_id`` only) in one round trip; fenced under a lease.
+    def _run(self, queue: Callable[[Any], Any], durable: bool = False) -> Any:
+        """``queue(client)``: its result.  A ``durable`` write (one that must survive a
+        failover) is followed, on the same connection, by a WAIT for :attr:`wait_replicas`
+        replicas (at most :data:`WAIT_TIMEOUT`; a replica that is down does not stop the work:
+        the write stands on the primary)."""
+        if not (durable and self.wait_replicas):
+            return queue(self.client)
+        pipe = self.client.pipeline(transaction=False)
+        queue(pipe)
+        pipe.wait(self.wait_replicas, int(WAIT_TIMEOUT * 1000))
+        return pipe.execute()[0]
+
+    def _apply(self, infra_id: str, ops: Sequence[Op], durable: bool = False) -> None:
+        """Run ``ops`` (keys of ``infra_id`` only) in one round trip; fenced under a lease;
+        ``durable``: see :meth:`_run`.
 
         :raises LeaseLost: under a lease that is no longer ours (``lost`` is set).
         """
@@ -604,6 +815,8 @@ class Store:
                 pipe = self.client.pipeline(transaction=False)
                 for op in ops:
                     pipe.execute_command(*op)
+                if durable and self.wait_replicas:
+                    pipe.wait(self.wait_replicas, int(WAIT_TIMEOUT * 1000))
                 pipe.execute()
             self._call(run)
             return
@@ -618,7 +831,8 @@ class Store:
         args = [self.lease.token, _dumps(encoded)]
 
         def fenced() -> int:
-            return self._script(_FENCED)(keys=keys, args=args, client=self.client)
+            return self._run(lambda client: self._script(_FENCED)(keys=keys, args=args,
+                                                                  client=client), durable)
 
         if not self.lost.is_set() and (self._call(fenced) or (self.keep_lease() and self._call(fenced))):
             return
@@ -637,16 +851,22 @@ class Store:
                        + [part for item in entry.items() for part in item])
         return ops
 
-    def write(self, infra_id: str, *, records: Iterable[Mapping[str, Any]] = (),
-              removed: Sequence[str] = (), targets: Optional[Mapping[str, int]] = None,
-              failtimes: Optional[Mapping[str, float]] = None, cleared: Sequence[str] = (),
-              backoff: Optional[Mapping[str, Any]] = None, backoff_cleared: Sequence[str] = (),
-              consumed_requests: int = 0, events: Iterable[Mapping[str, str]] = ()) -> None:
+    def write(self, infra_id: str, *, durable: bool = False, **changes: Any) -> None:
         """Apply a batch of changes to one infrastructure in one round trip: instance records
         (whole, by node id), removed instances, targets, first-failure times (set, cleared),
         retry backoff per node (set, cleared), the first ``consumed_requests`` scaling
         requests taken off the list (those :meth:`load` returned, under a lease: a retried
-        write does not take more), and events."""
+        write does not take more), and events.  ``durable`` for a write that must survive a
+        failover (an intent record: a resource may exist because of it): it returns once a
+        replica has it, where :attr:`wait_replicas` asks for one.  The changes are the
+        keywords of :meth:`_write_ops`."""
+        self._apply(infra_id, self._write_ops(infra_id, **changes), durable)
+
+    def _write_ops(self, infra_id: str, *, records: Iterable[Mapping[str, Any]] = (),
+                   removed: Sequence[str] = (), targets: Optional[Mapping[str, int]] = None,
+                   failtimes: Optional[Mapping[str, float]] = None, cleared: Sequence[str] = (),
+                   backoff: Optional[Mapping[str, Any]] = None, backoff_cleared: Sequence[str] = (),
+                   consumed_requests: int = 0, events: Iterable[Mapping[str, str]] = ()) -> List[Op]:
         ops: List[Op] = []
         records = {r['node_id']: r for r in records}
         if records:
@@ -671,22 +891,23 @@ class Store:
                 ops.append(['POPHEAD', requests_key(self.prefix, infra_id)] + seen[:consumed_requests])
             else:
                 ops.append(['LTRIM', requests_key(self.prefix, infra_id), consumed_requests, -1])
-        ops += self._event_ops(infra_id, events)
-        self._apply(infra_id, ops)
+        return ops + self._event_ops(infra_id, events)
 
     # -- infrastructures ---------------------------------------------------------------------
 
     def create_infra(self, infra_id: str, record: Mapping[str, Any], summary: Mapping[str, Any],
-                     targets: Mapping[str, int]) -> bool:
-        """Store a new infrastructure (its record, registry entry, targets and a created event)
-        unless the id is taken; returns False if it was."""
+                     targets: Mapping[str, int], maintained: bool = True) -> bool:
+        """Store a new infrastructure (its record, registry entry, targets, its maintained mark
+        unless ``maintained`` is False, and a created event) unless the id is taken; returns
+        False if it was."""
         key, value = infra_key(self.prefix, infra_id), _dumps(record)
         # A retry whose first try was applied finds its own record: that is no clash.
         if not self._call(lambda: self.client.set(key, value, nx=True) or self.client.get(key) == value):
             return False
-        self._call(lambda: self.client.hset(infras_key(self.prefix), infra_id, _dumps(summary)))
-        self.write(infra_id, targets=targets,
-                   events=[event('infra_created', reason=summary.get('name'))])
+        self._register(infra_id, summary)
+        ops = [['SET', maintained_key(self.prefix, infra_id), '1']] if maintained else []
+        self._apply(infra_id, ops + self._write_ops(
+            infra_id, targets=targets, events=[event('infra_created', reason=summary.get('name'))]))
         return True
 
     def replace_infra(self, infra_id: str, record: Mapping[str, Any], summary: Mapping[str, Any],
@@ -694,22 +915,60 @@ class Store:
         """Store a changed description of an existing infrastructure (fenced)."""
         self._apply(infra_id, [['SET', infra_key(self.prefix, infra_id), _dumps(record)]]
                     + self._event_ops(infra_id, [event('infra_updated', reason=reason)]))
-        self._call(lambda: self.client.hset(infras_key(self.prefix), infra_id, _dumps(summary)))
+        self._register(infra_id, summary)
 
     def infra(self, infra_id: str) -> Optional[Dict[str, Any]]:
         """The stored record of an infrastructure, or None."""
         value = self._call(lambda: self.client.get(infra_key(self.prefix, infra_id)))
         return json.loads(value) if value is not None else None
 
+    # -- the registry (sharded: see the module's documentation) --------------------------------
+
+    def _register(self, infra_id: str, summary: Mapping[str, Any]) -> None:
+        key, value = registry_key(self.prefix, registry_shard(infra_id)), _dumps(summary)
+        self._call(lambda: self.client.hset(key, infra_id, value))
+
+    def forget(self, infra_id: str) -> None:
+        """Remove the registry entry of an infrastructure (whose record is gone)."""
+        key = registry_key(self.prefix, registry_shard(infra_id))
+        self._call(lambda: self.client.hdel(key, infra_id))
+
     def summary(self, infra_id: str) -> Dict[str, Any]:
         """The registry entry of one infrastructure ({} if it has none)."""
-        value = self._call(lambda: self.client.hget(infras_key(self.prefix), infra_id))
+        key = registry_key(self.prefix, registry_shard(infra_id))
+        value = self._call(lambda: self.client.hget(key, infra_id))
         return json.loads(value) if value else {}
 
     def infras(self) -> Dict[str, Dict[str, Any]]:
-        """The registry: every known infrastructure id with its summary."""
-        raw = self._call(lambda: self.client.hgetall(infras_key(self.prefix)))
-        return {k: json.loads(v) for k, v in raw.items()}
+        """The registry: every known infrastructure id with its summary (one HGETALL per
+        shard, in one pipeline)."""
+        legacy = infras_key(self.prefix)
+
+        def run() -> List[Dict[str, str]]:
+            pipe = self.client.pipeline(transaction=False)
+            for shard in range(REGISTRY_SHARDS):
+                pipe.hgetall(registry_key(self.prefix, shard))
+            pipe.hgetall(legacy)
+            return pipe.execute()
+        *shards, old = self._call(run)
+        found = {k: v for shard in shards for k, v in shard.items()}
+        if old:
+            self._move_legacy_registry(old)
+            found = dict(old, **found)
+        return {k: json.loads(v) for k, v in found.items()}
+
+    def _move_legacy_registry(self, entries: Mapping[str, str]) -> None:
+        """Move the entries of an earlier version's registry into the shards (an entry the
+        shards have already is newer: it stays)."""
+        legacy = infras_key(self.prefix)
+
+        def run() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for infra_id, value in entries.items():
+                pipe.hsetnx(registry_key(self.prefix, registry_shard(infra_id)), infra_id, value)
+            pipe.hdel(legacy, *entries)
+            pipe.execute()
+        self._call(run)
 
     def set_infra_state(self, infra_id: str, state: str, summary: Mapping[str, Any],
                         reason: Optional[str] = None, quiet: bool = False) -> None:
@@ -719,8 +978,7 @@ class Store:
         process that lost its lease cannot bring back a destroyed infrastructure."""
         self._apply(infra_id, [['EXISTS', infra_key(self.prefix, infra_id)]] + (
             [] if quiet else self._event_ops(infra_id, [event(f'infra_{state}', reason=reason)])))
-        value = _dumps(dict(summary, state=state))
-        self._call(lambda: self.client.hset(infras_key(self.prefix), infra_id, value))
+        self._register(infra_id, dict(summary, state=state))
 
     def delete_infra(self, infra_id: str) -> None:
         """Forget an infrastructure: every key of it and its registry entry.  Its lease stays
@@ -729,7 +987,7 @@ class Store:
         lease = lease_key(self.prefix, infra_id)
         self._apply(infra_id, [['DEL', key] for key in infra_keys(self.prefix, infra_id)
                                if key != lease])
-        self._call(lambda: self.client.hdel(infras_key(self.prefix), infra_id))
+        self.forget(infra_id)
 
     def set_maintained(self, infra_id: str, maintained: bool) -> Optional[bool]:
         """Mark an infrastructure as maintained in the background (the REST service's
@@ -828,10 +1086,6 @@ class Store:
         return {infra_id: {k: json.loads(v) for k, v in raw.items()} if exists else None
                 for infra_id, exists, raw in zip(infra_ids, results[::2], results[1::2])}
 
-    def forget(self, infra_id: str) -> None:
-        """Remove a registry entry whose infrastructure record is gone."""
-        self._call(lambda: self.client.hdel(infras_key(self.prefix), infra_id))
-
     # -- instances ---------------------------------------------------------------------------
 
     def instances(self, infra_id: str) -> Dict[str, Dict[str, Any]]:
@@ -858,12 +1112,13 @@ class Store:
         :raises LeaseHeld: naming the holder, if someone else has it.
         """
         keys = [lease_key(self.prefix, infra_id), fence_key(self.prefix, infra_id)]
-        args = [holder, int(ttl * 1000), f'{time.time():.3f}', PID_NAMESPACE, uuid.uuid4().hex]
+        args = [holder, int(ttl * 1000), f'{time.time():.3f}', PLACE, uuid.uuid4().hex]
         started: List[float] = []
 
         def attempt() -> Any:
             started.append(lease_clock())  # the first try may be the one that took it
-            return self._script(_ACQUIRE)(keys=keys, args=args, client=self.client)
+            return self._run(lambda client: self._script(_ACQUIRE)(keys=keys, args=args,
+                                                                   client=client), durable=True)
 
         ok, value, left = self._call(attempt)
         data = json.loads(value)
@@ -899,7 +1154,7 @@ class Store:
             return False
         keys = self._lease_keys(lease.infra_id)
         value = _dumps({'token': lease.token, 'holder': lease.holder, 'since': lease.since,
-                        'ns': PID_NAMESPACE})
+                        'ns': PLACE})
         started: List[float] = []
 
         def renew() -> str:
@@ -955,13 +1210,34 @@ class Store:
 
     def events(self, infra_id: str, count: Optional[int] = None) -> List[Dict[str, str]]:
         """The event stream of an infrastructure, oldest first (the last ``count`` if given)."""
-        key = events_key(self.prefix, infra_id)
+        return self._stream(events_key(self.prefix, infra_id), count)
+
+    def _stream(self, key: str, count: Optional[int]) -> List[Dict[str, str]]:
         if count:
             entries = list(reversed(self._call(lambda: self.client.xrevrange(key, count=count))))
         else:
             entries = self._call(lambda: self.client.xrange(key))
         return [dict(fields, id=entry_id) for entry_id, fields in entries]
 
+    # -- management passes and the maintainer fleet ------------------------------------------
+
+    def record_pass(self, infra_id: str, entry: Mapping[str, Any]) -> None:
+        """Append the record of a management pass (fenced by the pass's lease)."""
+        self._apply(infra_id, [['XADD', passes_key(self.prefix, infra_id), 'MAXLEN', '~',
+                                PASSES_KEPT, '*']
+                               + [str(part) for item in entry.items() for part in item]])
+
+    def passes(self, infra_id: str, count: Optional[int] = None) -> List[Dict[str, str]]:
+        """The records of the management passes of an infrastructure, oldest first."""
+        return self._stream(passes_key(self.prefix, infra_id), count)
+
+    def heartbeat(self, member: str, info: Mapping[str, Any], ttl: float) -> Dict[str, Dict[str, Any]]:
+        """Say that maintainer ``member`` is alive for ``ttl`` more seconds (by Redis' clock;
+        0: it leaves); returns every live member with what it said of itself."""
+        args = [member, _dumps(info), max(0, int(ttl * 1000))]
+        raw = self._call(lambda: self._script(_MEMBERS)(
+            keys=[maintainers_key(self.prefix)], args=args, client=self.client))
+        return {raw[i]: json.loads(raw[i + 1]) for i in range(0, len(raw), 2)}
 
 class CloudRegistry:
     """The resources of an emulated cloud (the dummy and local backends), kept in Redis so that
@@ -982,7 +1258,9 @@ class CloudRegistry:
     def put(self, resource_id: str, resource: Mapping[str, Any]) -> None:
         """Store (or replace) one resource."""
         value = _dumps(resource)
-        self.store._call(lambda: self.store.client.hset(self.key, resource_id, value))
+        # durable: a resource of an emulated cloud outlives a Redis failover, as a real one would
+        self.store._call(lambda: self.store._run(
+            lambda client: client.hset(self.key, resource_id, value), durable=True))
 
     def get(self, resource_id: str) -> Optional[Dict[str, Any]]:
         """One resource, or None if the cloud has no such resource."""

@@ -15,6 +15,7 @@ class _Batch:
     records: List[Dict[str, Any]] = field(default_factory=list)
     removed: List[str] = field(default_factory=list)
     events: List[Mapping[str, str]] = field(default_factory=list)
+    durable: bool = False
     done: bool = False
     error: Optional[BaseException] = None
 
@@ -24,7 +25,8 @@ class GroupWriter:
     write under way queues its part for the next round trip, which one of the waiting writers
     makes for all of them.  Each writer returns once its own part is stored (or raises the
     error of the round trip that carried it), so crash safety is that of a write per
-    instance at the cost of a write per batch."""
+    instance at the cost of a write per batch.  A batch carrying a ``durable`` part (an intent
+    record: see :meth:`occo.store.Store.write`) is durable as a whole."""
 
     def __init__(self, store: Any, infra_id: str) -> None:
         self.store, self.infra_id = store, infra_id
@@ -33,9 +35,10 @@ class GroupWriter:
         self._busy = False
 
     def write(self, records: Sequence[Dict[str, Any]] = (), removed: Sequence[str] = (),
-              events: Sequence[Mapping[str, str]] = ()) -> None:
+              events: Sequence[Mapping[str, str]] = (), durable: bool = False) -> None:
         with self._cond:
             batch = self._open
+            batch.durable = batch.durable or durable
             batch.records += records
             batch.removed += removed
             batch.events += events
@@ -47,7 +50,8 @@ class GroupWriter:
                     self._cond.release()
                     try:
                         self.store.write(self.infra_id, records=batch.records,
-                                         removed=batch.removed, events=batch.events)
+                                         removed=batch.removed, events=batch.events,
+                                         durable=batch.durable)
                     finally:
                         self._cond.acquire()
                 except BaseException as exc:  # noqa: BLE001 - every writer of the batch hears it

@@ -23,6 +23,7 @@ import pytest
 import redis
 
 from occo.localredis import RedisServer
+from occo.store import registry_key, registry_shard
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / 'shared' / 'corpus' / 'occopus-tutorials'
@@ -96,9 +97,14 @@ class Occo:
         resources = {k: json.loads(v) for k, v in self.redis.hgetall(f'{self.prefix}dummycloud').items()}
         return {k: v for k, v in resources.items() if infra_id is None or v['infra_id'] == infra_id}
 
+    def registry(self, infra_id: str) -> Optional[dict]:
+        """The registry entry of an infrastructure (in its shard), or None."""
+        value = self.redis.hget(registry_key(self.prefix, registry_shard(infra_id)), infra_id)
+        return json.loads(value) if value is not None else None
+
     def infra_keys(self, infra_id: str) -> List[str]:
         return [k for k in self.keys() if infra_id in k] + (
-            [f'registry:{infra_id}'] if self.redis.hexists(f'{self.prefix}infras', infra_id) else [])
+            [f'registry:{infra_id}'] if self.registry(infra_id) is not None else [])
 
     def keys(self) -> List[str]:
         return sorted(self.redis.scan_iter(match=f'{self.prefix}*', count=1000))

@@ -81,7 +81,7 @@ def test_ping_example_on_dummy(occo):
     assert {r['state'] for r in cloud.values()} == {'running'}
     instances = occo.redis.hgetall(f'{occo.prefix}{{{infra_id}}}:instances')
     assert {json.loads(v)['state'] for v in instances.values()} == {'ready'}
-    registry = json.loads(occo.redis.hget(f'{occo.prefix}infras', infra_id))
+    registry = occo.registry(infra_id)
     assert (registry['name'], registry['state']) == ('ping-dummy', 'ready')
     events = [e['event'] for _, e in occo.redis.xrange(f'{occo.prefix}{{{infra_id}}}:events')]
     assert events == ['infra_created', 'node_created', 'node_ready', 'node_created', 'node_ready',

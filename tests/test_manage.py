@@ -100,15 +100,21 @@ def test_a_shut_down_resource_is_destroyed_and_replaced(occo, infra):
     assert [r['node_id'] for r in web_instances(occo)] != [web['node_id']]
 
 
-def test_a_healthy_pass_changes_nothing(occo, infra):
+def test_a_healthy_pass_changes_nothing_but_its_own_record(occo, infra):
     before = occo.snapshot()
     result = manage(occo)
     assert result.returncode == 0
     assert result.stdout == 'Managed infrastructure m: 0 instances created (0 ready), 0 dropped; ready\n'
     after = occo.snapshot()
-    lease = [k for k in after if k.endswith(b':fence')]
-    assert {k: v for k, v in after.items() if k not in lease} == \
-        {k: v for k, v in before.items() if k not in lease}
+    ours = [k for k in after if k.endswith((b':fence', b':passes'))]
+    assert {k: v for k, v in after.items() if k not in ours} == \
+        {k: v for k, v in before.items() if k not in ours}
+    (entry,) = occo.redis.xrange(f'{occo.prefix}{{m}}:passes')[-1:]
+    record = entry[1]
+    assert record['who'].endswith(f':{record["who"].rsplit(":", 1)[1]}') and record['state'] == 'ready'
+    assert (record['created'], record['dropped'], record['failures']) == ('0', '0', '0')
+    assert float(record['start']) <= float(record['end'])
+    assert int(record['token']) > 0
 
 
 # -- scaling -------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from occo.cli.common import add_infra_id, make_parser, open_session, plural, reporter, run
+from occo.fleet import CHANGED, FAILED, GONE, HELD, UNCHANGED, Fleet
 from occo.redact import printable
 from occo.errors import EXIT_INTERRUPTED, BuildError, LeaseHeld, UsageError
 
@@ -25,6 +26,14 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     add_infra_id(parser, required=False, help='provides the identifier of the infrastructure to manage')
     parser.add_argument('-l', '--list', action='store_true',
                         help='list the active infrastructures in the Occopus database')
+    parser.add_argument('-a', '--all', action='store_true',
+                        help='manage every infrastructure marked maintained (from its build on, '
+                             'until --detach); with -c, as one of any number of maintainers on '
+                             'any hosts, which share them')
+    parser.add_argument('--attach', action='store_true',
+                        help='mark the infrastructure (-i) maintained again, for --all')
+    parser.add_argument('--detach', action='store_true',
+                        help='leave the infrastructure (-i) alone in --all (it keeps running)')
     parser.add_argument('-t', '--interval', type=interval, default=10.0, metavar='INTERVAL',
                         help='specifies the time between management sessions in seconds, at '
                              f'least {MIN_INTERVAL:g} (default: 10)')
@@ -131,10 +140,54 @@ def stop_on_signals(prog: str) -> threading.Event:
     return stop
 
 
-def command(args: argparse.Namespace, prog: str) -> int:
+def check_modes(args: argparse.Namespace) -> None:
     if args.output and not args.report:
         raise UsageError('-o/--output goes with -r/--report')
+    if args.all and (args.infra_id or args.list or args.report or args.events):
+        raise UsageError('--all manages every maintained infrastructure: leave out -i, -l, -r '
+                         'and --events')
+    if (args.attach or args.detach) and not args.infra_id:
+        raise UsageError('--attach and --detach go with -i ID')
+    if args.attach and args.detach:
+        raise UsageError('give either --attach or --detach')
+
+
+def manage_all(session: Any, args: argparse.Namespace, stop: threading.Event) -> int:
+    """``--all``: one pass over every maintained infrastructure, or (``-c``) membership of the
+    maintainer fleet until stopped."""
+    def told(line: str) -> None:
+        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {printable(line)}", flush=True)
+
+    fleet = Fleet(session, interval=args.interval, stop=stop,
+                  parallelize=True if args.parallelize else None, told=told)
+    if args.cyclic:
+        fleet.run()
+        return 0
+    outcomes = [fleet.pass_once(infra_id) for infra_id in session.maintained()
+                if not stop.is_set()]
+    for outcome in outcomes:
+        if outcome.line:
+            told(outcome.line)
+    count = {status: sum(o.status == status for o in outcomes)
+             for status in (CHANGED, UNCHANGED, HELD, GONE, FAILED)}
+    print(f"Managed {plural(len(outcomes), 'infrastructure')}: {count[CHANGED]} changed, "
+          f'{count[UNCHANGED]} unchanged, {count[HELD]} held by another process, '
+          f'{count[FAILED]} failed')
+    if stop.is_set():
+        return EXIT_INTERRUPTED
+    return 1 if count[FAILED] else 0
+
+
+def command(args: argparse.Namespace, prog: str) -> int:
+    check_modes(args)
     session = open_session(prog, args)
+    if args.attach or args.detach:
+        (session.attach if args.attach else session.detach)(args.infra_id)
+        print(f"Infrastructure {args.infra_id} is {'now' if args.attach else 'no longer'} "
+              'maintained by occopus-manage --all')
+        return 0
+    if args.all:
+        return manage_all(session, args, stop_on_signals(prog))
     if not args.infra_id:
         if args.list:
             print_list(session.list_infras(), args.format)

@@ -1,13 +1,12 @@
 """The background work of the REST service: builds started by ``POST /infrastructures/`` and
 the maintenance of every infrastructure marked maintained.
 
-Nothing here orchestrates: a build is :meth:`occo.api.Occopus.build` in a thread, and
-maintenance is :meth:`occo.api.Occopus.manage_pass` every ``interval`` seconds for each
-infrastructure marked maintained in Redis (``attach``/``detach``, and every infrastructure from
-its build on), under the same per-infrastructure leases as ``occopus-manage``: several service
-replicas and a cron-driven ``occopus-manage --cyclic`` share one Redis without double work (a
-pass whose lease another process holds is skipped), and when a replica dies the others take
-its infrastructures over once its leases run out.
+Nothing here orchestrates: a build is :meth:`occo.api.Occopus.build` in a thread, and each
+replica is a member of the maintainer fleet (:mod:`occo.fleet`), beside any
+``occopus-manage --all -c``: every infrastructure marked maintained in Redis (from its build
+on, until ``detach``) gets a pass every ``interval`` seconds from one of them, under the same
+per-infrastructure leases as ``occopus-manage``, and when a replica dies the others take its
+share over.
 """
 from __future__ import annotations
 
@@ -15,14 +14,13 @@ import logging
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, List, Optional
 
-from occo.errors import (BuildCancelled, DescriptionError, LeaseHeld, LeaseLost, NotImplementedYet,
-                         OccoError, UnknownInfrastructure, UsageError, describe_error)
+from occo.errors import (BuildCancelled, DescriptionError, NotImplementedYet, OccoError,
+                         UnknownInfrastructure, UsageError, describe_error)
+from occo.fleet import Fleet
 from occo.redact import mask_known
-from occo.store import event
 
 log = logging.getLogger('occo.rest')
 
@@ -32,8 +30,6 @@ SUBMIT_WAIT = 60.0
 OUTCOME_TTL = 86400.0
 #: progress lines of a background build kept with its outcome
 OUTCOME_LINES = 50
-#: manage passes run side by side (over different infrastructures)
-PASS_WORKERS = 4
 #: builds under way at once in one service (each holds threads and cloud calls)
 MAX_BUILDS = 32
 #: seconds between looks at the cancel requests of the builds under way here
@@ -67,9 +63,10 @@ class Service:
         self.parallelize = parallelize
         self.jobs: Dict[str, BuildJob] = {}
         self._lock = threading.Lock()
-        self._passing: Set[str] = set()
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(PASS_WORKERS, thread_name_prefix='occo-pass')
+        self.fleet = Fleet(session, interval=interval, stop=self._stop, parallelize=parallelize,
+                           skip=lambda infra_id: infra_id in self.jobs,  # built here right now
+                           told=lambda line: log.info('%s', line))
         self._thread: Optional[threading.Thread] = None
 
     # -- life ----------------------------------------------------------------------------------
@@ -77,7 +74,7 @@ class Service:
     def start(self) -> None:
         """Start maintaining (at once: a replica that starts resumes what Redis marks), and
         watching for requests to cancel the builds that run here."""
-        self._thread = threading.Thread(target=self._maintain, name='occo-maintainer', daemon=True)
+        self._thread = threading.Thread(target=self.fleet.run, name='occo-maintainer', daemon=True)
         self._thread.start()
         threading.Thread(target=self._watch_cancels, name='occo-cancels', daemon=True).start()
 
@@ -106,7 +103,8 @@ class Service:
         deadline = time.monotonic() + wait
         for job in jobs:
             job.done.wait(max(0.0, deadline - time.monotonic()))
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._thread is not None:  # the passes under way stop after the action under way
+            self._thread.join(max(0.0, deadline - time.monotonic()))
 
     # -- builds --------------------------------------------------------------------------------
 
@@ -139,8 +137,8 @@ class Service:
             log.info('%s: %s', job.infra_id, line)
 
         def submitted(infra_id: str) -> None:
-            self.session.attach(infra_id)  # maintained from its build on
-            job.submitted.set()
+            job.submitted.set()  # marked maintained by the build from its start
+
         def failed(exc: BaseException) -> None:
             if not isinstance(exc, BuildCancelled):
                 self._keep_outcome(job, exc)
@@ -195,47 +193,6 @@ class Service:
             if not (self.session.store.forget_outcome(infra_id) or cancelled):
                 raise
         self.session.store.forget_outcome(infra_id)
-
-    # -- maintenance ---------------------------------------------------------------------------
-
-    def _maintain(self) -> None:
-        while not self._stop.is_set():
-            try:
-                for infra_id in self.session.maintained():
-                    self._start_pass(infra_id)
-            except Exception as exc:  # noqa: BLE001 - the maintainer never dies
-                log.warning('cannot list the maintained infrastructures: %s', describe_error(exc))
-            self._stop.wait(self.interval)
-
-    def _start_pass(self, infra_id: str) -> None:
-        with self._lock:
-            if infra_id in self.jobs or infra_id in self._passing:
-                return  # built here right now, or its last pass is still running
-            self._passing.add(infra_id)
-        try:
-            self._pool.submit(self._pass, infra_id)
-        except RuntimeError:  # shutting down
-            with self._lock:
-                self._passing.discard(infra_id)
-
-    def _pass(self, infra_id: str) -> None:
-        try:
-            self.session.manage_pass(infra_id, parallelize=self.parallelize, stop=self._stop,
-                                     report=lambda line: log.info('%s: %s', infra_id, line))
-        except (LeaseHeld, UnknownInfrastructure, LeaseLost):
-            pass  # another process works on it now, or it is gone
-        except Exception as exc:  # noqa: BLE001 - a pass never stops the maintainer
-            reason = describe_error(exc)
-            log.warning('%s: pass failed: %s', infra_id, reason)
-            try:
-                self.session.store.add_events(infra_id, [event('pass_failed', reason=reason)],
-                                              if_exists=True)
-            except OccoError:
-                pass
-        finally:
-            with self._lock:
-                self._passing.discard(infra_id)
-
 
 #: errors that mean the request itself is wrong (HTTP 400)
 BAD_INPUT = (DescriptionError, UsageError, NotImplementedYet)

@@ -34,7 +34,7 @@ ENV_REST_TOKEN = 'OCCOPUS_REST_TOKEN'
 USER_DIR = os.path.join('~', '.occopus')
 CONFIG_NAME = 'occopus_config.yaml'
 AUTH_DATA_NAME = 'auth_data.yaml'
-REDIS_SCHEMES = ('redis://', 'rediss://', 'unix://', 'redis+sentinel://')
+REDIS_SCHEMES = ('redis://', 'rediss://', 'unix://', 'redis+sentinel://', 'redis+cluster://')
 LEGACY_SECTIONS = ('plugins', 'components', 'logging')
 #: Keys whose values are (or may hold) secrets: a wrong value is described, never quoted.
 SECRET_KEYS = (('redis', 'url'), ('rest', 'token'))
@@ -132,7 +132,8 @@ def parse_size(value: Any) -> Optional[int]:
 _FIELDS: Dict[Tuple[str, ...], Tuple[str, Any, str]] = {
     ('redis', 'url'): ('redis_url', lambda v: _is_redis_url(v) and redis_url_problem(v) is None,
                        'a Redis URL such as redis://127.0.0.1:6379/0 (schemes: redis://, rediss://, '
-                       'unix://, redis+sentinel://; the database, if given, a number)'),
+                       'unix://, redis+sentinel://, redis+cluster://; the database, if given, a '
+                       'number)'),
     ('redis', 'prefix'): ('redis_prefix', _is_text, 'non-empty text'),
     ('namespace',): ('namespace', _is_text, 'non-empty text'),
     ('rest', 'host'): ('rest_host', _is_text, 'a host name or address'),

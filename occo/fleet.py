@@ -102,7 +102,9 @@ class Fleet:
             while not self.stop.is_set():
                 started = time.monotonic()
                 self.round()
-                self.stop.wait(max(0.0, self.tick - (time.monotonic() - started)))
+                # the next heartbeat, or the next pass due, whichever comes first
+                wake = min([started + self.tick] + [self._due.get(i, 0.0) for i in self._share])
+                self.stop.wait(max(0.01, wake - time.monotonic()))
         finally:
             self._pool.shutdown(wait=True)
             try:
@@ -127,16 +129,19 @@ class Fleet:
                       f'infrastructures with {len(names)} maintainers')
         self._members, self._share = names, share
         now = time.monotonic()
-        for infra_id in [i for i in self._due if i not in share]:
-            del self._due[infra_id]
+        for infra_id in [i for i in list(self._due) if i not in share]:
+            self._due.pop(infra_id, None)
         for infra_id in share:
-            if self._due.get(infra_id, 0.0) <= now and not self.skip(infra_id):
-                self._start(infra_id, now)
+            if self._due.get(infra_id, 0.0) > now:
+                continue
+            if self.skip(infra_id) or not self._start(infra_id, now):
+                self._due[infra_id] = now + self.tick  # look again at the next heartbeat
 
-    def _start(self, infra_id: str, now: float) -> None:
+    def _start(self, infra_id: str, now: float) -> bool:
+        """Start a pass over ``infra_id``; False if its last pass is still running."""
         with self._lock:
             if infra_id in self._passing:
-                return  # its last pass is still running
+                return False
             self._passing.add(infra_id)
         self._due[infra_id] = now + self.interval
         try:
@@ -144,6 +149,7 @@ class Fleet:
         except RuntimeError:  # shutting down
             with self._lock:
                 self._passing.discard(infra_id)
+        return True
 
     def _pass(self, infra_id: str) -> None:
         try:

@@ -23,14 +23,14 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 SEARCH_PATH = ('/usr/bin', '/usr/sbin', '/usr/local/bin')
 WORKDIR_PREFIX = 'occo-redis-'
 STALE_WORKDIR = re.compile(rf'{WORKDIR_PREFIX}(\d+)-')
 PR_SET_PDEATHSIG = 1
 
-USAGE = 'usage: python -m occo.localredis [--] COMMAND [ARG...]'
+USAGE = 'usage: python -m occo.localredis [--cluster | --sentinel] [--] COMMAND [ARG...]'
 HELP = f"""{USAGE}
 
 Run COMMAND beside a private, throw-away redis-server on a free port of 127.0.0.1, with
@@ -42,6 +42,8 @@ Put -- before a COMMAND that starts with '-'.
 
 options:
   -h, --help  show this help and exit
+  --cluster   a Redis Cluster of three primaries instead (redis+cluster:// URL)
+  --sentinel  a primary, two replicas and three Sentinels instead (redis+sentinel:// URL)
 """
 
 
@@ -146,10 +148,13 @@ class RedisServer:
     """
 
     def __init__(self, port: Optional[int] = None, workdir: Optional[str] = None,
-                 args: Sequence[str] = (), die_with_parent: bool = True) -> None:
+                 args: Sequence[str] = (), die_with_parent: bool = True,
+                 config: Sequence[str] = ()) -> None:
         self.port = port
         self.workdir = workdir
         self.args = list(args)
+        #: what goes before our options: a configuration file (and e.g. ``--sentinel``)
+        self.config = list(config)
         self.die_with_parent = die_with_parent
         self._own_workdir = False
         self.process: Optional[subprocess.Popen] = None
@@ -169,7 +174,7 @@ class RedisServer:
         for _ in range(5):  # another process may grab the free port first
             self.port = self.port or free_port()
             self.process = subprocess.Popen(
-                [binary, '--port', str(self.port), '--bind', '127.0.0.1', '--save', '',
+                [binary] + self.config + ['--port', str(self.port), '--bind', '127.0.0.1', '--save', '',
                  '--appendonly', 'no', '--dir', self.workdir, '--daemonize', 'no',
                  '--logfile', os.path.join(self.workdir, 'redis.log')] + self.args,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -197,6 +202,157 @@ class RedisServer:
         self.stop()
 
 
+def command(port: int, *args: str, timeout: float = 2.0) -> bytes:
+    """One command to the server at 127.0.0.1:``port``; its raw RESP reply (a short one)."""
+    request = f'*{len(args)}\r\n'.encode() + b''.join(
+        f'${len(a.encode())}\r\n'.encode() + a.encode() + b'\r\n' for a in args)
+    with socket.create_connection(('127.0.0.1', port), timeout=timeout) as sock:
+        sock.sendall(request)
+        reply = b''
+        while True:
+            chunk = sock.recv(65536)
+            reply += chunk
+            if not chunk or _complete(reply):
+                return reply
+
+
+def _complete(reply: bytes) -> bool:
+    if reply[:1] == b'$':
+        size, _, rest = reply[1:].partition(b'\r\n')
+        return int(size) < 0 or len(rest) >= int(size) + 2
+    return reply.endswith(b'\r\n')
+
+
+class _Group:
+    """Servers started together and stopped together, each in a work folder of its own under
+    one folder of the group."""
+
+    def __init__(self, label: str) -> None:
+        self.servers: List[RedisServer] = []
+        self.label = label
+        self.workdir: Optional[str] = None
+
+    def _server(self, args: Sequence[str] = (), config: Sequence[str] = ()) -> RedisServer:
+        if self.workdir is None:
+            remove_stale_workdirs()
+            self.workdir = tempfile.mkdtemp(prefix=f'{WORKDIR_PREFIX}{os.getpid()}-{self.label}-')
+        folder = os.path.join(self.workdir, str(len(self.servers)))
+        os.mkdir(folder)
+        server = RedisServer(workdir=folder, args=args, config=config)
+        self.servers.append(server)
+        server.start()
+        return server
+
+    def stop(self) -> None:
+        for server in reversed(self.servers):
+            server.stop(remove=False)
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> '_Group':
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> str:
+        raise NotImplementedError
+
+    def _wait(self, ready: Callable[[], bool], what: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if time.monotonic() > deadline:
+                raise RedisServerError(f'{what} within {timeout:g} s (see the logs under '
+                                       f'{self.workdir})')
+            time.sleep(0.1)
+
+
+class LocalCluster(_Group):
+    """A Redis Cluster of ``primaries`` primaries (``replicas`` replicas each) on free
+    loopback ports, made with ``redis-cli --cluster create``; its URL is
+    ``redis+cluster://127.0.0.1:PORT,...``."""
+
+    def __init__(self, primaries: int = 3, replicas: int = 0) -> None:
+        super().__init__('cluster')
+        self.primaries, self.replicas = primaries, replicas
+
+    @property
+    def url(self) -> str:
+        return 'redis+cluster://' + ','.join(f'127.0.0.1:{s.port}' for s in self.servers)
+
+    def start(self, timeout: float = 30.0) -> str:
+        for _ in range(self.primaries * (1 + self.replicas)):
+            self._server(['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf',
+                          '--cluster-node-timeout', '1000'])
+        cli = os.path.join(os.path.dirname(redis_server_binary()), 'redis-cli')
+        made = subprocess.run(
+            [cli if os.access(cli, os.X_OK) else 'redis-cli', '--cluster', 'create']
+            + [f'127.0.0.1:{s.port}' for s in self.servers]
+            + ['--cluster-replicas', str(self.replicas), '--cluster-yes'],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+        if made.returncode != 0:
+            raise RedisServerError(f'redis-cli --cluster create failed: {made.stdout[-300:]}')
+        self._wait(lambda: all(b'cluster_state:ok' in command(s.port, 'CLUSTER', 'INFO')
+                               for s in self.servers), 'the cluster was not ready', timeout)
+        return self.url
+
+
+class LocalSentinel(_Group):
+    """A primary with ``replicas`` replicas and ``sentinels`` Sentinels (quorum: a majority)
+    watching it as ``service``, which call it down after ``down_after`` ms; its URL is
+    ``redis+sentinel://127.0.0.1:PORT,.../SERVICE/0``."""
+
+    def __init__(self, replicas: int = 2, sentinels: int = 3, service: str = 'occo',
+                 down_after: int = 1000) -> None:
+        super().__init__('sentinel')
+        self.replica_count, self.sentinel_count = replicas, sentinels
+        self.service, self.down_after = service, down_after
+        self.data: List[RedisServer] = []
+        self.sentinels: List[RedisServer] = []
+
+    @property
+    def url(self) -> str:
+        return ('redis+sentinel://' + ','.join(f'127.0.0.1:{s.port}' for s in self.sentinels)
+                + f'/{self.service}/0')
+
+    def start(self, timeout: float = 30.0) -> str:
+        quick = ['--repl-diskless-sync-delay', '0']
+        primary = self._server(quick)
+        self.data = [primary] + [self._server(quick + ['--replicaof', '127.0.0.1', str(primary.port)])
+                                 for _ in range(self.replica_count)]
+        quorum = self.sentinel_count // 2 + 1
+        for index in range(self.sentinel_count):
+            config = os.path.join(self.workdir, f'sentinel{index}.conf')
+            with open(config, 'w', encoding='ascii') as stream:
+                stream.write(f'sentinel monitor {self.service} 127.0.0.1 {primary.port} {quorum}\n'
+                             f'sentinel down-after-milliseconds {self.service} {self.down_after}\n'
+                             f'sentinel failover-timeout {self.service} 5000\n'
+                             f'sentinel parallel-syncs {self.service} 1\n')
+            self.sentinels.append(self._server(config=[config, '--sentinel']))
+        self._wait(lambda: all(b'master_link_status:up' in command(r.port, 'INFO', 'replication')
+                               for r in self.data[1:]), 'the replicas did not sync', timeout)
+        return self.url
+
+    def primary(self) -> RedisServer:
+        """The data server the Sentinels name as primary now."""
+        reply = command(self.sentinels[0].port, 'SENTINEL', 'get-master-addr-by-name', self.service)
+        port = int(reply.split(b'\r\n')[-2])
+        return next(s for s in self.data if s.port == port)
+
+    def kill_primary(self) -> RedisServer:
+        """SIGKILL the primary (as a crash would); returns the server that was killed."""
+        primary = self.primary()
+        if primary.process is not None:
+            primary.process.kill()
+            primary.process.wait()
+        return primary
+
+
 def _error(text: str) -> None:
     print(f'occo.localredis: error: {text}', file=sys.stderr)
 
@@ -207,6 +363,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv and argv[0] in ('-h', '--help'):
         print(HELP, end='')
         return 0
+    server: Any = RedisServer()
+    if argv and argv[0] in ('--cluster', '--sentinel'):
+        server = LocalCluster() if argv.pop(0) == '--cluster' else LocalSentinel()
     if argv and argv[0] == '--':
         argv = argv[1:]
     elif argv and argv[0].startswith('-'):
@@ -216,7 +375,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not argv:
         print(USAGE, file=sys.stderr)
         return 2
-    server = RedisServer()
     child: Optional[subprocess.Popen] = None
     held: List[int] = []  # signals held while the command starts or the server stops
     holding = [False]
@@ -232,7 +390,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {s: signal.signal(s, on_signal) for s in handled}
     try:
-        url = server.start()
+        try:
+            url = server.start()
+        except BaseException:
+            server.stop()
+            raise
         env = dict(os.environ, OCCOPUS_REDIS_URL=url, OCCOPUS_TEST_REDIS_URL=url)
         print(f'occo.localredis: private redis-server at {url}', file=sys.stderr)
         holding[0] = True  # a signal now must not leave the command running unwatched

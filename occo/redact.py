@@ -80,12 +80,13 @@ def mask_url(url: str) -> str:
     ``redis://:pw@host:1/0?password=X`` -> ``redis://:***@host:1/0?password=***``;
     ``http://10.0.0.1:8099/?token=X&page=2`` -> ``http://10.0.0.1:8099/?token=***&page=2``.
     """
-    if url.startswith('redis+sentinel://'):  # several host:port, which urlsplit cannot read
-        hosts, slash, path = url[len('redis+sentinel://'):].partition('/')
-        if '@' in hosts:
-            auth, hosts = hosts.rsplit('@', 1)
-            hosts = f"{auth.split(':', 1)[0]}:{MASK}@{hosts}"
-        return mask_known(f'redis+sentinel://{hosts}{slash}{path}')
+    for scheme in ('redis+sentinel://', 'redis+cluster://'):
+        if url.startswith(scheme):  # several host:port, which urlsplit cannot read
+            hosts, slash, path = url[len(scheme):].partition('/')
+            if '@' in hosts:
+                auth, hosts = hosts.rsplit('@', 1)
+                hosts = f"{auth.split(':', 1)[0]}:{MASK}@{hosts}"
+            return mask_known(f'{scheme}{hosts}{slash}{path}')
     try:
         parts = urlsplit(url)
         port = f':{parts.port}' if parts.port else ''

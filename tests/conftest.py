@@ -22,8 +22,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 import pytest
 import redis
 
-from occo.localredis import RedisServer
-from occo.store import registry_key, registry_shard
+from occo.localredis import LocalCluster, LocalSentinel, RedisServer
+from occo.store import client_factory, registry_key, registry_shard
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / 'shared' / 'corpus' / 'occopus-tutorials'
@@ -39,6 +39,37 @@ USER = 'occotest'
 # Cloud peers (moto_server, the Keystone/Nova peer, podman's Docker API): session fixtures,
 # started once per test process when a test asks for them.
 pytest_plugins = ['peer_ec2', 'peer_nova', 'peer_docker', 'peer_rest']
+
+
+#: Modules whose tests run against each kind of Redis (``topology``): one server, a primary
+#: behind Sentinels, and a cluster of three primaries.  The others use one server.
+ON_EVERY_TOPOLOGY = {'test_build', 'test_manage', 'test_replace', 'test_faults'}
+TOPOLOGIES = ('single', 'sentinel', 'cluster')
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.module.__name__ in ON_EVERY_TOPOLOGY and 'occo' in metafunc.fixturenames:
+        metafunc.parametrize('topology', TOPOLOGIES, indirect=True)
+
+
+@pytest.fixture
+def topology(request: pytest.FixtureRequest) -> str:
+    """Which kind of Redis the test's ``occo`` uses (``single`` unless parametrised)."""
+    return getattr(request, 'param', 'single')
+
+
+@pytest.fixture(scope='session')
+def sentinel_group() -> Iterator[LocalSentinel]:
+    """A primary, two replicas and three Sentinels, for the whole test process."""
+    with LocalSentinel() as group:
+        yield group
+
+
+@pytest.fixture(scope='session')
+def cluster_group() -> Iterator[LocalCluster]:
+    """A cluster of three primaries, for the whole test process."""
+    with LocalCluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope='session')
@@ -61,7 +92,8 @@ class Occo:
         self.redis_url = redis_url
         self.prefix = f'occotest:{uuid.uuid4().hex[:12]}:'
         self.home = home
-        self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
+        #: a client of the kind of Redis the URL names (one server, Sentinel, cluster)
+        self.redis = client_factory(redis_url)[0](30.0)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith('OCCOPUS_')}
         # Health checks are off unless a test turns them on: the dummy cloud hands out fake
         # addresses that must never be contacted (local-backend addresses are loopback).
@@ -112,11 +144,11 @@ class Occo:
     def snapshot(self) -> Dict[bytes, object]:
         """Every key of the database with its content (compared by value: DUMP bytes change
         when Redis rehashes a hash, even if nothing was written)."""
-        raw = redis.Redis.from_url(self.redis_url)
-        readers = {b'string': raw.get, b'hash': raw.hgetall, b'list': lambda k: raw.lrange(k, 0, -1),
-                   b'set': lambda k: sorted(raw.smembers(k)), b'stream': raw.xrange,
-                   b'zset': lambda k: raw.zrange(k, 0, -1, withscores=True)}
-        return {key: (kind, readers[kind](key)) for key in raw.scan_iter(count=1000)
+        raw = self.redis
+        readers = {'string': raw.get, 'hash': raw.hgetall, 'list': lambda k: raw.lrange(k, 0, -1),
+                   'set': lambda k: sorted(raw.smembers(k)), 'stream': raw.xrange,
+                   'zset': lambda k: raw.zrange(k, 0, -1, withscores=True)}
+        return {key.encode(): (kind, readers[kind](key)) for key in raw.scan_iter(count=1000)
                 for kind in [raw.type(key)]}
 
     def cleanup(self) -> None:
@@ -134,10 +166,11 @@ class Occo:
 
 
 @pytest.fixture
-def occo(redis_url: str, tmp_path: Path) -> Iterator[Occo]:
+def occo(redis_url: str, tmp_path: Path, topology: str, request: pytest.FixtureRequest) -> Iterator[Occo]:
     home = tmp_path / 'home'
     home.mkdir()
-    instance = Occo(redis_url, home)
+    url = redis_url if topology == 'single' else request.getfixturevalue(f'{topology}_group').url
+    instance = Occo(url, home)
     yield instance
     instance.cleanup()
 

@@ -9,7 +9,6 @@ import threading
 import time
 
 import pytest
-import redis
 
 from conftest import processes_of, write
 from occo.errors import LeaseLost
@@ -295,7 +294,7 @@ def test_manage_without_an_id(occo):
 # -- leases -----------------------------------------------------------------------------------------
 
 def store_of(occo) -> Store:
-    return Store(redis.Redis.from_url(occo.redis_url, decode_responses=True), occo.prefix)
+    return Store.connect(occo.redis_url, occo.prefix)
 
 
 def test_a_second_manager_steps_aside_and_a_lease_expires(occo, infra):

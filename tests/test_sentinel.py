@@ -1,105 +1,134 @@
-"""Redis Sentinel: a primary, a replica and three Sentinels on free loopback ports, started
-for the test and stopped after it.  Occopus reaches the primary through a
-``redis+sentinel://`` URL, builds on it, and after the primary is killed and a Sentinel has
-promoted the replica, the same URL reaches the new primary with the records intact."""
+"""Redis Sentinel: a primary, two replicas and three Sentinels on free loopback ports
+(:class:`occo.localredis.LocalSentinel`), started for each test and stopped after it.  Occopus
+reaches the primary through a ``redis+sentinel://`` URL; the primary is killed (SIGKILL, as a
+crash) after a build, in the middle of a 50-node parallel build, and under a running
+``occopus-manage --all -c``, and a Sentinel promotes a replica each time."""
 from __future__ import annotations
 
-import shutil
-import subprocess
+import json
+import signal
 import time
-from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator
 
 import pytest
-import redis
 
-from conftest import write
-from occo.localredis import RedisServer, free_port, redis_server_binary, stop_process
+from conftest import Occo, write
+from occo.localredis import LocalSentinel, RedisServerError
 from test_build import built_id, dummy_infra, import_ok
-
-SERVICE = 'occo'
-
-
-class Sentinels:
-    """``count`` Sentinels watching the primary at ``port`` (quorum 2, 1 s to call it down)."""
-
-    def __init__(self, folder: Path, primary: int, count: int = 3) -> None:
-        self.ports: List[int] = []
-        self.processes: List[subprocess.Popen] = []
-        for index in range(count):
-            port = free_port()
-            config = write(folder, {f'sentinel{index}.conf': (
-                f'port {port}\nbind 127.0.0.1\ndir {folder}\n'
-                f'sentinel monitor {SERVICE} 127.0.0.1 {primary} 2\n'
-                f'sentinel down-after-milliseconds {SERVICE} 1000\n'
-                f'sentinel failover-timeout {SERVICE} 5000\n'
-                f'sentinel parallel-syncs {SERVICE} 1\n')}) / f'sentinel{index}.conf'
-            self.processes.append(subprocess.Popen(
-                [redis_server_binary(), str(config), '--sentinel'], stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL))
-            self.ports.append(port)
-        deadline = time.monotonic() + 20
-        for port in self.ports:
-            while True:
-                try:
-                    redis.Redis(port=port, socket_timeout=1).ping()
-                    break
-                except redis.RedisError:
-                    assert time.monotonic() < deadline, 'a Sentinel did not start'
-                    time.sleep(0.1)
-
-    @property
-    def url(self) -> str:
-        return 'redis+sentinel://' + ','.join(f'127.0.0.1:{p}' for p in self.ports) + f'/{SERVICE}/0'
-
-    def primary_port(self) -> int:
-        return int(redis.Redis(port=self.ports[0], decode_responses=True)
-                   .sentinel_get_master_addr_by_name(SERVICE)[1])
-
-    def stop(self) -> None:
-        for process in self.processes:
-            stop_process(process)
 
 
 @pytest.fixture
-def sentinel(tmp_path: Path) -> Iterator[tuple]:
-    if shutil.which('redis-server') is None and not Path('/usr/bin/redis-server').exists():
-        pytest.skip('redis-server is not installed')
-    (tmp_path / 'primary').mkdir()
-    (tmp_path / 'replica').mkdir()
-    primary = RedisServer(workdir=str(tmp_path / 'primary'))
-    primary.start()
-    replica = RedisServer(workdir=str(tmp_path / 'replica'),
-                          args=['--replicaof', '127.0.0.1', str(primary.port)])
-    replica.start()
-    sentinels = Sentinels(tmp_path, primary.port)
+def sentinel(occo: Occo) -> Iterator[LocalSentinel]:
+    group = LocalSentinel()
     try:
-        yield primary, replica, sentinels
+        group.start()
+    except RedisServerError as exc:
+        group.stop()
+        pytest.skip(str(exc))
+    try:
+        yield group
     finally:
-        sentinels.stop()
-        replica.stop()
-        primary.stop()
+        group.stop()
+
+
+def on_sentinel(occo: Occo, group: LocalSentinel) -> Occo:
+    """``occo`` pointed at the primary the Sentinels name (the test's own client tries a
+    command again after a failover, as Occopus does)."""
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+    from redis.sentinel import Sentinel
+    changed = Occo(group.url, occo.home)
+    changed.prefix = occo.prefix
+    changed.redis = Sentinel([('127.0.0.1', s.port) for s in group.sentinels]).master_for(
+        group.service, decode_responses=True, socket_timeout=10,
+        retry=Retry(ExponentialBackoff(cap=1.0), 30))
+    changed.env.update(OCCOPUS_REDIS_URL=group.url, OCCOPUS_REDIS_PREFIX=occo.prefix)
+    return changed
+
+
+def promoted(group: LocalSentinel, killed, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while group.primary() is killed:
+        assert time.monotonic() < deadline, 'no Sentinel promoted a replica'
+        time.sleep(0.2)
 
 
 def test_a_build_through_sentinel_survives_a_failover(occo, tmp_path, sentinel):
-    primary, replica, sentinels = sentinel
-    occo.env['OCCOPUS_REDIS_URL'] = sentinels.url
+    occo = on_sentinel(occo, sentinel)
     folder = dummy_infra(tmp_path / 'infra', 4)
     import_ok(occo, folder / 'nodes.yaml')
+    waits = lambda: occo.redis.info('commandstats').get('cmdstat_wait', {}).get('calls', 0)  # noqa: E731
+    before = waits()
     assert built_id(occo.run('occopus-build', '-i', 'sentineled', folder / 'infra.yaml')) == 'sentineled'
-    # the records reached the replica before the primary dies
-    assert redis.Redis(port=primary.port).wait(1, 5000) == 1
+    # the lease grant, the intent record of each node and each node's dummy resource waited
+    # for a replica
+    assert waits() - before >= 1 + 4 * 2, waits() - before
+    assert occo.redis.wait(2, 5000) == 2  # the records reached the replicas before the primary dies
 
-    stop_process(primary.process, grace=0.1)  # the primary dies
-    deadline = time.monotonic() + 30
-    while sentinels.primary_port() != replica.port:
-        assert time.monotonic() < deadline, 'no Sentinel promoted the replica'
-        time.sleep(0.2)
-
+    promoted(sentinel, sentinel.kill_primary())
     report = occo.run('occopus-manage', '-r', '-i', 'sentineled')
     assert report.returncode == 0, report.stderr
     assert report.stdout.count('(ready)') == 4
     destroyed = occo.run('occopus-destroy', '-i', 'sentineled')
     assert destroyed.returncode == 0, destroyed.stderr
-    new_primary = redis.Redis(port=replica.port, decode_responses=True)
-    assert not [k for k in new_primary.scan_iter(match=f'{occo.prefix}*') if 'sentineled' in k]
+    assert occo.infra_keys('sentineled') == [] and occo.dummy_cloud('sentineled') == {}
+
+
+def test_the_primary_killed_during_a_fifty_node_parallel_build(occo, tmp_path, sentinel):
+    occo = on_sentinel(occo, sentinel)
+    folder = dummy_infra(tmp_path / 'infra', 50, boot_time=1.5)
+    import_ok(occo, folder / 'nodes.yaml')
+    build = occo.popen('occopus-build', '--parallelize', '-i', 'fifty', folder / 'infra.yaml')
+    deadline = time.monotonic() + 60
+    while len(occo.dummy_cloud('fifty')) < 10:  # under way: some made, most still to come
+        assert time.monotonic() < deadline and build.poll() is None, build.communicate()
+        time.sleep(0.05)
+    made_before = len(occo.dummy_cloud('fifty'))
+    killed = sentinel.kill_primary()
+    out, err = build.communicate(timeout=120)
+    assert build.returncode == 0, err
+    assert out.strip().splitlines()[-1] == 'fifty'
+    assert sentinel.primary() is not killed
+    assert made_before < 50, 'the primary died after the build had made every node'
+
+    resources = occo.dummy_cloud('fifty')
+    assert len(resources) == 50 and {r['state'] for r in resources.values()} == {'running'}
+    records = [json.loads(v) for v in occo.redis.hvals(f'{occo.prefix}{{fifty}}:instances')]
+    assert len(records) == 50 and {r['state'] for r in records} == {'ready'}
+    assert sorted(r['instance_id'] for r in records) == sorted(resources)
+    assert occo.registry('fifty')['state'] == 'ready'
+    destroyed = occo.run('occopus-destroy', '-i', 'fifty')
+    assert destroyed.returncode == 0, destroyed.stderr
+    assert occo.dummy_cloud('fifty') == {}
+
+
+def test_a_fleet_member_keeps_going_through_a_failover(occo, tmp_path, sentinel):
+    occo = on_sentinel(occo, sentinel)
+    write(occo.home, {'.occopus/occopus_config.yaml': 'lease_ttl: 3\n'})
+    folder = dummy_infra(tmp_path / 'infra', 2)
+    import_ok(occo, folder / 'nodes.yaml')
+    for infra_id in ('m1', 'm2'):
+        built_id(occo.run('occopus-build', '-i', infra_id, folder / 'infra.yaml'))
+    maintainer = occo.popen('occopus-manage', '--all', '-c', '-t', '0.5')
+    try:
+        time.sleep(1.5)
+        killed = sentinel.kill_primary()
+        killed_at = time.time()
+        promoted(sentinel, killed)
+        lost = next(iter(occo.dummy_cloud('m2')))
+        occo.redis.hdel(f'{occo.prefix}dummycloud', lost)  # an instance lost out of band
+        deadline = time.monotonic() + 30
+        while lost in {r.get('instance_id') for r in map(json.loads, occo.redis.hvals(
+                f'{occo.prefix}{{m2}}:instances'))} or len(occo.dummy_cloud('m2')) != 2:
+            assert time.monotonic() < deadline, 'the lost instance was not replaced'
+            assert maintainer.poll() is None, maintainer.communicate()
+            time.sleep(0.2)
+        for infra_id in ('m1', 'm2'):
+            after = [f for _, f in occo.redis.xrange(f'{occo.prefix}{{{infra_id}}}:passes')
+                     if float(f['start']) > killed_at]
+            assert after, f'no pass over {infra_id} after the failover'
+    finally:
+        maintainer.send_signal(signal.SIGTERM)
+        out, err = maintainer.communicate(timeout=60)
+    assert maintainer.returncode == 0, err
+    assert 'm2: 1 created (1 ready), 1 dropped; ready' in out

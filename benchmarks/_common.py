@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from occo.localredis import RedisServer  # noqa: E402
+from occo.localredis import LocalCluster, RedisServer  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -42,11 +42,15 @@ def write_dummy_infra(folder: Path, nodes: int, levels: int, boot_time: float) -
     return folder
 
 
-class Bench:
-    """A private redis-server and an environment that points the commands at it."""
+NOT_OURS = ('cmdstat_info', 'cmdstat_config|resetstat')  # the benchmark's own INFO and CONFIG
 
-    def __init__(self) -> None:
-        self.server = RedisServer()
+
+class Bench:
+    """A private redis-server (or, with ``cluster``, a cluster of three primaries) and an
+    environment that points the commands at it."""
+
+    def __init__(self, cluster: bool = False) -> None:
+        self.server: Any = LocalCluster() if cluster else RedisServer()
         self.folder = Path(tempfile.mkdtemp(prefix='occo-bench-'))
 
     def __enter__(self) -> 'Bench':
@@ -54,9 +58,24 @@ class Bench:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith('OCCOPUS_')}
         self.env.update(OCCOPUS_REDIS_URL=url, OCCOPUS_HEALTH_CHECKS='0',
                         HOME=str(self.folder))
-        import redis
-        self.redis = redis.Redis.from_url(url, decode_responses=True)
+        from occo.store import client_factory
+        self.redis = client_factory(url)[0](60.0)
+        self.nodes = [self.redis] if isinstance(self.server, RedisServer) else [
+            __import__('redis').Redis(port=s.port, decode_responses=True) for s in self.server.servers]
         return self
+
+    def reset_stats(self) -> None:
+        for node in self.nodes:
+            node.config_resetstat()
+
+    def command_stats(self) -> Dict[str, int]:
+        """Calls by command since :meth:`reset_stats`, summed over the servers."""
+        calls: Dict[str, int] = {}
+        for node in self.nodes:
+            for name, value in node.info('commandstats').items():
+                if name not in NOT_OURS:
+                    calls[name[len('cmdstat_'):]] = calls.get(name[len('cmdstat_'):], 0) + value['calls']
+        return calls
 
     def __exit__(self, *exc: object) -> None:
         self.server.stop()
@@ -68,15 +87,13 @@ class Bench:
 
     def measure(self, *args: str) -> Dict[str, object]:
         """Run a command; wall time, CPU seconds, peak RSS and Redis commands it caused."""
-        self.redis.config_resetstat()
+        self.reset_stats()
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         result = self.run(*args)
         wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        stats = self.redis.info('commandstats')
-        # our own INFO and CONFIG calls are not the command's
-        commands = sum(v['calls'] for k, v in stats.items() if k not in ('cmdstat_info', 'cmdstat_config|resetstat'))
+        commands = sum(self.command_stats().values())
         return {'exit_code': result.returncode, 'stdout': result.stdout, 'stderr': result.stderr,
                 'wall_s': wall, 'redis_commands': commands,
                 'cpu_s': (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),

@@ -39,7 +39,7 @@ BUILD_TARGET_MB = 200.0
 def measure(bench: Bench, args: List[str]) -> Dict[str, object]:
     """Run one command: its wall time, CPU time and peak RSS (its own, from wait4, not the
     largest of all children so far) and the Redis commands it caused."""
-    bench.redis.config_resetstat()
+    bench.reset_stats()
     with tempfile.TemporaryFile('w+') as out, tempfile.TemporaryFile('w+') as err:
         start = time.perf_counter()
         child = subprocess.Popen(args, env=bench.env, stdout=out, stderr=err, text=True)
@@ -49,11 +49,9 @@ def measure(bench: Bench, args: List[str]) -> Dict[str, object]:
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
-    stats = bench.redis.info('commandstats')
-    ours = ('cmdstat_info', 'cmdstat_config|resetstat')  # the benchmark's own calls
     return {'exit_code': child.returncode, 'stdout': stdout, 'stderr': stderr, 'wall_s': wall,
             'cpu_s': usage.ru_utime + usage.ru_stime, 'peak_rss_mb': usage.ru_maxrss / 1024,
-            'redis_commands': sum(v['calls'] for k, v in stats.items() if k not in ours)}
+            'redis_commands': sum(bench.command_stats().values())}
 
 
 def figures(result: Dict[str, object], nodes: int) -> Dict[str, object]:

@@ -35,8 +35,10 @@ PASS_WORKERS = 4
 #: a member's heartbeat lapses after this part of the lease ttl: a member that died without a
 #: word is dropped from the sharing well within one lease period
 MEMBER_TTL_SHARE = 0.5
-#: heartbeats per member ttl
+#: heartbeats (each a look at the fleet and at the maintained infrastructures) per member ttl
 BEATS_PER_TTL = 3
+#: ... but never more often than this (seconds): a look costs a command per infrastructure
+MIN_LOOK_EVERY = 0.2
 
 
 def deal(infra_ids: Sequence[str], members: Sequence[str]) -> Dict[str, List[str]]:
@@ -85,7 +87,8 @@ class Fleet:
         self.told = told or (lambda line: log.info('%s', line))
         self.member = f'{WHO}/{uuid.uuid4().hex[:8]}'
         self.member_ttl = max(0.3, session.config.lease_ttl * MEMBER_TTL_SHARE)
-        self.tick = min(interval, self.member_ttl / BEATS_PER_TTL)
+        self.tick = max(MIN_LOOK_EVERY, min(interval, self.member_ttl / BEATS_PER_TTL))
+        self._next_look = 0.0
         self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix='occo-pass')
         self._lock = threading.Lock()
         self._passing: Set[str] = set()
@@ -100,10 +103,9 @@ class Fleet:
         and leave the fleet (the others take the share over at once)."""
         try:
             while not self.stop.is_set():
-                started = time.monotonic()
                 self.round()
-                # the next heartbeat, or the next pass due, whichever comes first
-                wake = min([started + self.tick] + [self._due.get(i, 0.0) for i in self._share])
+                # the next look, or the next pass due, whichever comes first
+                wake = min([self._next_look] + [self._due.get(i, 0.0) for i in self._share])
                 self.stop.wait(max(0.01, wake - time.monotonic()))
         finally:
             self._pool.shutdown(wait=True)
@@ -113,7 +115,19 @@ class Fleet:
                 pass  # the heartbeat lapses on its own
 
     def round(self) -> None:
-        """One look: say we are alive, see who else is, and start the passes that are due."""
+        """Look at the fleet (every ``tick``), then start the passes that are due."""
+        now = time.monotonic()
+        if now >= self._next_look:
+            self._next_look = now + self.tick
+            self.look()
+        for infra_id in self._share:
+            if self._due.get(infra_id, 0.0) > now:
+                continue
+            if self.skip(infra_id) or not self._start(infra_id, now):
+                self._due[infra_id] = now + self.tick  # look again at the next heartbeat
+
+    def look(self) -> None:
+        """Say we are alive, see who else is and what is maintained, and take our share."""
         try:
             members = self.store.heartbeat(self.member, {'who': WHO, 'interval': self.interval},
                                            self.member_ttl)
@@ -128,14 +142,8 @@ class Fleet:
             self.told(f'{self.member}: maintaining {len(share)} of {len(maintained)} '
                       f'infrastructures with {len(names)} maintainers')
         self._members, self._share = names, share
-        now = time.monotonic()
         for infra_id in [i for i in list(self._due) if i not in share]:
             self._due.pop(infra_id, None)
-        for infra_id in share:
-            if self._due.get(infra_id, 0.0) > now:
-                continue
-            if self.skip(infra_id) or not self._start(infra_id, now):
-                self._due[infra_id] = now + self.tick  # look again at the next heartbeat
 
     def _start(self, infra_id: str, now: float) -> bool:
         """Start a pass over ``infra_id``; False if its last pass is still running."""

@@ -549,6 +549,13 @@ def redis_url_problem(url: str) -> Optional[str]:
 
 
 Factory = Callable[[float], Any]  # socket timeout (s) -> a new client
+#: the longest URL a message shows whole
+URL_SHOWN = 120
+
+
+def _shown(url: str) -> str:
+    return url if len(url) <= URL_SHOWN else url[:URL_SHOWN] + '…'
+
 
 
 def client_factory(url: str) -> Tuple[Factory, int]:
@@ -639,7 +646,7 @@ class Store:
         self._connection = (client if isinstance(client, _Connection)
                             else _Connection(_factory_of(client), client))
         self.prefix = prefix
-        self.url = mask_url(url)
+        self.url = _shown(mask_url(url))
         self.retry_window = retry_window
         self.lease = lease
         #: set once the lease is known to be lost: callers must stop acting for it
@@ -706,11 +713,11 @@ class Store:
         """
         problem = redis_url_problem(url)
         if problem:
-            raise StoreError(f'invalid Redis URL {mask_url(url)!r}: {problem}')
+            raise StoreError(f'invalid Redis URL {_shown(mask_url(url))!r}: {problem}')
         try:
             factory, replicas = client_factory(url)
         except ValueError as exc:
-            raise StoreError(f'invalid Redis URL {mask_url(url)!r}: {exc} '
+            raise StoreError(f'invalid Redis URL {_shown(mask_url(url))!r}: {exc} '
                              '(expected e.g. redis://127.0.0.1:6379/0)') from None
         store = cls(_Connection(factory), prefix, url, retry_window=retry_window)
         store.wait_replicas = replicas

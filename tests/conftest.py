@@ -47,8 +47,14 @@ ON_EVERY_TOPOLOGY = {'test_build', 'test_manage', 'test_replace', 'test_faults'}
 TOPOLOGIES = ('single', 'sentinel', 'cluster')
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line('markers', 'one_redis: a slow test of one of those modules that is '
+                                       'about clouds, not Redis: it runs against one server only')
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if metafunc.module.__name__ in ON_EVERY_TOPOLOGY and 'occo' in metafunc.fixturenames:
+    if metafunc.module.__name__ in ON_EVERY_TOPOLOGY and 'occo' in metafunc.fixturenames \
+            and metafunc.definition.get_closest_marker('one_redis') is None:
         metafunc.parametrize('topology', TOPOLOGIES, indirect=True)
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from conftest import write
 from test_build import assert_gone, built_id, import_ok, one_node
 
@@ -40,6 +42,7 @@ def test_a_create_call_that_hangs_fails_its_node_at_create_timeout_and_leaves_no
     assert_gone(occo, 'hung')
 
 
+@pytest.mark.one_redis
 def test_thirty_nodes_on_a_throttling_cloud_are_built(occo, tmp_path):
     import_ok(occo, nodes_file(tmp_path, flaky={'throttle_rate': 0.4}))
     infra = infra_file(tmp_path, [(f'n{i}', 'flaky') for i in range(30)])
@@ -156,6 +159,7 @@ def test_a_second_signal_during_the_rollback_of_a_parallel_build_leaves_nothing(
     assert_gone(occo, 'twice')
 
 
+@pytest.mark.one_redis
 def test_the_walker_gives_a_node_its_own_create_timeout(occo, tmp_path):
     # the configured default is far shorter than the node's own limit and its boot time
     config = write(tmp_path, {'cfg.yaml': 'create_timeout: 1\ncall_timeout: 0.5\n'}) / 'cfg.yaml'

@@ -116,6 +116,18 @@ def test_a_healthy_pass_changes_nothing_but_its_own_record(occo, infra):
     assert int(record['token']) > 0
 
 
+def test_a_registry_of_an_earlier_version_is_moved_into_the_shards(occo, infra):
+    entry = occo.registry('m')
+    shard = next(k for k in occo.keys() if k.startswith(f'{occo.prefix}infras:'))
+    occo.redis.hdel(shard, 'm')
+    occo.redis.hset(f'{occo.prefix}infras', 'm', json.dumps(entry))  # as earlier versions kept it
+    listed = occo.run('occopus-manage', '-l')
+    assert listed.returncode == 0 and '\nm ' in listed.stdout, listed.stdout
+    assert not occo.redis.exists(f'{occo.prefix}infras')
+    assert occo.registry('m') == entry
+    assert occo.run('occopus-manage', '-l').stdout == listed.stdout
+
+
 # -- scaling -------------------------------------------------------------------------------------
 
 def test_scaling_up_down_youngest_clamped_by_id_and_by_address(occo, infra):

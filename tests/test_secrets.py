@@ -78,6 +78,47 @@ def test_unreachable_redis_error_masks_the_password(occo, tmp_path, url):
     assert result.stderr.count('\n') == 1
 
 
+@pytest.mark.parametrize('url', [
+    'redis+sentinel://:SECRETVALUE@127.0.0.1:1,127.0.0.1:2/occo/0',
+    'redis+cluster://:SECRETVALUE@127.0.0.1:1,127.0.0.1:2',
+])
+def test_unreachable_sentinels_or_cluster_error_masks_the_password(occo, url):
+    result = occo.run('occopus-manage', '-l', env={'OCCOPUS_REDIS_URL': url})
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"occopus-manage: error: cannot reach Redis at {url.split(':SECRET')[0]}:***@")
+    assert 'SECRETVALUE' not in result.stderr and result.stderr.count('\n') == 1
+
+
+@pytest.mark.parametrize('url, problem', [
+    ('redis+cluster://', 'each server must be host:port, e.g. redis+cluster://10.0.0.1:7000,10.0.0.2:7000'),
+    ('redis+cluster://127.0.0.1:99999', 'each server must be host:port, e.g. redis+cluster://'),
+    ('redis+cluster://127.0.0.1:1,,127.0.0.1:2', 'each server must be host:port'),
+    ('redis+cluster://:SECRETVALUE@127.0.0.1:1/5', 'a cluster has one database: nothing may follow '
+                                                  'the nodes but "/" or "/0"'),
+    ('redis+sentinel://127.0.0.1:1', 'the URL must name the monitored service after the Sentinels'),
+    ('redis+sentinel://:SECRETVALUE@127.0.0.1:x/occo', 'each server must be host:port, e.g. '
+                                                      'redis+sentinel://10.0.0.1:26379'),
+    ('redis+sentinel://127.0.0.1:1/occo/abc', 'the database must be a number'),
+    ('redis+cluster://127.0.0.1:1\x00', 'each server must be host:port'),
+])
+def test_malformed_sentinel_and_cluster_urls(occo, url, problem):
+    before = occo.snapshot()
+    result = occo.run('occopus-manage', '-l', env={'OCCOPUS_REDIS_URL': url.replace('\x00', '\x01')})
+    assert result.returncode == 1
+    assert result.stderr.startswith('occopus-manage: error: OCCOPUS_REDIS_URL must be a Redis URL such '
+                                    f'as redis://127.0.0.1:6379/0: {problem}'), result.stderr
+    assert 'SECRETVALUE' not in result.stderr and result.stderr.count('\n') == 1
+    assert occo.snapshot() == before
+
+
+def test_a_huge_cluster_url_is_shown_short(occo):
+    url = 'redis+cluster://127.0.0.1:1,' + ','.join(f'127.0.0.{n % 250}:{1000 + n}' for n in range(5000))
+    result = occo.run('occopus-manage', '-l', env={'OCCOPUS_REDIS_URL': url})
+    assert result.returncode == 1 and result.stderr.count('\n') == 1
+    assert result.stderr.startswith('occopus-manage: error: cannot reach Redis at redis+cluster://127.0.0.1:1,')
+    assert len(result.stderr) < 400, len(result.stderr)
+
+
 def test_store_masks_its_url():
     store = Store.connect('redis://127.0.0.1:1/0?password=SECRETVALUE')
     assert store.url == 'redis://127.0.0.1:1/0?password=***'
@@ -119,9 +160,10 @@ def test_legacy_database_that_is_not_a_number_is_refused(tmp_path):
 @pytest.mark.parametrize('text, message', [
     ('redis: {url: "http://user:hunter2@host/0"}\n',
      "'redis.url' must be a Redis URL such as redis://127.0.0.1:6379/0 (schemes: redis://, "
-     "rediss://, unix://, redis+sentinel://; the database, if given, a number); it must start "
-     'with redis://, rediss://, unix://, redis+sentinel:// (e.g. redis://127.0.0.1:6379/0) (the '
-     'value is not shown, as it may hold a secret)'),
+     "rediss://, unix://, redis+sentinel://, redis+cluster://; the database, if given, a "
+     'number); it must start with redis://, rediss://, unix://, redis+sentinel://, '
+     'redis+cluster:// (e.g. redis://127.0.0.1:6379/0) (the value is not shown, as it may hold '
+     'a secret)'),
     ('redis: {url: 12345}\n', "'redis.url' must be a Redis URL"),
     ('rest: {token: 12345}\n', "'rest.token' must be non-empty text; got a number (the value is "
                                'not shown, as it may hold a secret)'),

@@ -76,7 +76,8 @@ class Fleet:
     """
 
     def __init__(self, session: Any, *, interval: float, stop: threading.Event,
-                 parallelize: Optional[bool] = None, workers: int = PASS_WORKERS, skip: Callable[[str], bool] = lambda infra_id: False,
+                 parallelize: Optional[bool] = None, workers: int = PASS_WORKERS,
+                 skip: Callable[[str], bool] = lambda infra_id: False,
                  told: Optional[Callable[[str], None]] = None) -> None:
         self.session = session
         self.store = session.store

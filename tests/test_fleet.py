@@ -23,6 +23,7 @@ from typing import Dict, Iterator, List
 import pytest
 
 from conftest import Occo, write
+from occo.fleet import deal
 from occo.localredis import RedisServer
 from test_build import dummy_infra, import_ok
 
@@ -86,6 +87,17 @@ def member(occo: Occo, host: str, isolated: bool) -> subprocess.Popen:
                    'sh', '-c', f'hostname {host} && exec "$@"', 'sh'] + command
     return subprocess.Popen(command, env=env, cwd=occo.home, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+@pytest.mark.parametrize('infras, members', [(30, 3), (31, 3), (100, 7), (2, 5), (0, 2)])
+def test_the_dealing_is_fair_and_the_same_whatever_the_order(infras, members):
+    ids = [f'infra-{n}' for n in range(infras)]
+    names = [f'host{n}:1/{n:08x}' for n in range(members)]
+    dealt = deal(ids, names)
+    assert sorted(i for share in dealt.values() for i in share) == sorted(ids)
+    assert max(map(len, dealt.values())) - min(map(len, dealt.values())) <= 1
+    assert max(map(len, dealt.values())) == -(-infras // members)
+    assert deal(list(reversed(ids)), list(reversed(names))) == dealt
 
 
 def test_every_build_is_maintained_until_it_is_detached(occo, tmp_path):

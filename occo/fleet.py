@@ -141,7 +141,7 @@ class Fleet:
         share = deal(maintained, names)[self.member]
         if names != self._members or len(share) != len(self._share):
             self.told(f'{self.member}: maintaining {len(share)} of {len(maintained)} '
-                      f'infrastructures with {len(names)} maintainers')
+                      f"infrastructures with {len(names)} maintainer{'s' if len(names) > 1 else ''}")
         self._members, self._share = names, share
         for infra_id in [i for i in list(self._due) if i not in share]:
             self._due.pop(infra_id, None)

@@ -171,7 +171,8 @@ end
 return 1
 """
 # The members of the maintainer fleet: ARGV = member id ('' to only list), its JSON, ttl ms (0:
-# it leaves).  Members whose heartbeat lapsed are removed; returns the live ones (id, value...).
+# it leaves).  Members whose heartbeat lapsed (or whose entry is not one: no deadline, or one
+# more than a day ahead) are removed; returns the live ones (id, value...).
 _MEMBERS = """
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -186,7 +187,7 @@ local live = {}
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   local deadline = tonumber(string.match(all[i + 1], '^(%d+) '))
-  if deadline and deadline > ms then
+  if deadline and deadline > ms and deadline <= ms + 86400000 then
     table.insert(live, all[i])
     table.insert(live, string.sub(all[i + 1], string.len(string.match(all[i + 1], '^%d+ ')) + 1))
   else
@@ -285,6 +286,15 @@ def cloud_addresses_key(prefix: str, name: str) -> str:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+def _json_or_empty(text: str) -> Dict[str, Any]:
+    """A JSON object written by another process, or {} if it is not one."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(',', ':'), sort_keys=False)
@@ -576,7 +586,8 @@ def client_factory(url: str) -> Tuple[Factory, int]:
         sentinel = Sentinel(list(target.sentinels), socket_connect_timeout=CONNECT_TIMEOUT,
                             socket_timeout=CONNECT_TIMEOUT,
                             sentinel_kwargs=dict(socket_connect_timeout=CONNECT_TIMEOUT,
-                                                 socket_timeout=CONNECT_TIMEOUT))
+                                                 socket_timeout=CONNECT_TIMEOUT,
+                                                 retry=_single_try()))
         return (lambda seconds: sentinel.master_for(
             target.service, db=target.db, password=target.password, socket_timeout=seconds,
             **timeouts)), 1
@@ -759,8 +770,11 @@ class Store:
 
     def _error(self, exc: Exception, window: float) -> StoreError:
         import redis
+        from redis.sentinel import MasterNotFoundError
         if _transient(exc):
             reason = str(exc).split('. ')[-1].rstrip('.') or type(exc).__name__
+            if isinstance(exc, MasterNotFoundError):  # its text lists whole client objects
+                reason = 'no Sentinel named a primary for the service (none answered, or none monitors it)'
             return StoreError(f'cannot reach Redis at {self.url} for {window:g} s: {reason} (start '
                               'redis-server, or point OCCOPUS_REDIS_URL or the configuration at a '
                               'running one)')
@@ -1244,7 +1258,7 @@ class Store:
         args = [member, _dumps(info), max(0, int(ttl * 1000))]
         raw = self._call(lambda: self._script(_MEMBERS)(
             keys=[maintainers_key(self.prefix)], args=args, client=self.client))
-        return {raw[i]: json.loads(raw[i + 1]) for i in range(0, len(raw), 2)}
+        return {raw[i]: _json_or_empty(raw[i + 1]) for i in range(0, len(raw), 2)}
 
 class CloudRegistry:
     """The resources of an emulated cloud (the dummy and local backends), kept in Redis so that

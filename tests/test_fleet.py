@@ -125,6 +125,22 @@ def test_every_build_is_maintained_until_it_is_detached(occo, tmp_path):
     assert occo.run('occopus-manage', '--all').stdout.startswith('Managed 2 infrastructures')
 
 
+def test_garbage_in_the_member_list_takes_no_share(occo, tmp_path):
+    ids = build_many(occo, tmp_path, 2)
+    far = int(time.time() * 1000) + 10 * 86400 * 1000
+    occo.redis.hset(f'{occo.prefix}maintainers', mapping={
+        'junk': 'not a deadline', 'far-future': f'{far} {{}}', 'not-json': f'{far // 10 ** 3} [1',
+        'binary': '\x00' * 10000})
+    member = occo.popen('occopus-manage', '--all', '-c', '-t', '0.3')
+    time.sleep(2.5)
+    member.send_signal(signal.SIGTERM)
+    out, err = member.communicate(timeout=30)
+    assert member.returncode == 0, err
+    assert 'maintaining 2 of 2 infrastructures with 1 maintainer\n' in out
+    assert all(len(passes(occo, i)) >= 3 for i in ids), [len(passes(occo, i)) for i in ids]
+    assert occo.redis.hgetall(f'{occo.prefix}maintainers') == {}  # it left, the junk is gone
+
+
 @pytest.mark.parametrize('args, message', [
     (['--all', '-i', 'x'], '--all manages every maintained infrastructure: leave out -i, -l, -r and --events'),
     (['--all', '-r'], '--all manages every maintained infrastructure: leave out -i, -l, -r and --events'),

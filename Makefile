@@ -19,7 +19,7 @@ $(STAMP): setup.py requirements.txt
 	touch $(STAMP)
 
 test: install
-	$(BIN)/python -m pytest -q -n 2 -rs tests
+	$(BIN)/python -m pytest -q -n 4 -rs tests
 
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" examples/demo.sh

@@ -85,7 +85,8 @@ def mask_url(url: str) -> str:
             hosts, slash, path = url[len(scheme):].partition('/')
             if '@' in hosts:
                 auth, hosts = hosts.rsplit('@', 1)
-                hosts = f"{auth.split(':', 1)[0]}:{MASK}@{hosts}"
+                user = auth.split(':', 1)[0] if ':' in auth else ''  # no colon: all password
+                hosts = f'{user}:{MASK}@{hosts}'
             return mask_known(f'{scheme}{hosts}{slash}{path}')
     try:
         parts = urlsplit(url)

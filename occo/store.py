@@ -462,42 +462,52 @@ CLUSTER_SCHEME = 'redis+cluster://'
 WAIT_TIMEOUT = 1.0
 
 
+@dataclass(frozen=True)
+class Login:
+    """The user (an ACL user; None: the default one) and password of a URL."""
+
+    username: Optional[str] = None
+    password: Optional[str] = field(default=None, repr=False)
+
+
 def _split_hosts(url: str, scheme: str, example: str) -> Tuple[Tuple[Tuple[str, int], ...], str,
-                                                               Optional[str]]:
-    """``(hosts, path, password)`` of ``scheme[:password@]host:port[,host:port...][/path]``.
+                                                               Login]:
+    """``(hosts, path, login)`` of ``scheme[[user]:password@]host:port[,host:port...][/path]``.
 
     :raises ValueError: saying what is wrong (never quoting the password)."""
     from urllib.parse import unquote
     hosts, _, path = url[len(scheme):].partition('/')
-    password = None
+    login = Login()
     if '@' in hosts:
         auth, hosts = hosts.rsplit('@', 1)
-        password = unquote(auth.split(':', 1)[1]) if ':' in auth else unquote(auth) or None
+        user, colon, password = auth.partition(':')
+        login = (Login(unquote(user) or None, unquote(password) or None) if colon
+                 else Login(None, unquote(auth) or None))
     found = []
     for item in hosts.split(','):
         host, _, port = item.strip().rpartition(':')
         if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise ValueError(f'each server must be host:port, e.g. {example}')
         found.append((host.strip('[]'), int(port)))
-    return tuple(found), path, password
+    return tuple(found), path, login
 
 
 @dataclass(frozen=True)
 class SentinelTarget:
-    """What a ``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]`` URL
+    """What a ``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]`` URL
     names: the Sentinels to ask, the monitored service (its primary is the server used), the
-    database and the password (of the data servers; the Sentinels are asked without one)."""
+    database and the login (of the data servers; the Sentinels are asked without one)."""
 
     sentinels: Tuple[Tuple[str, int], ...]
     service: str
     db: int = 0
-    password: Optional[str] = field(default=None, repr=False)
+    login: Login = Login()
 
     @classmethod
     def parse(cls, url: str) -> 'SentinelTarget':
         """:raises ValueError: saying what is wrong (never quoting the password)."""
         from urllib.parse import unquote
-        sentinels, path, password = _split_hosts(
+        sentinels, path, login = _split_hosts(
             url, SENTINEL_SCHEME, 'redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster/0')
         service, _, db = path.partition('/')
         if not service:
@@ -505,26 +515,27 @@ class SentinelTarget:
                              'redis+sentinel://10.0.0.1:26379/mymaster')
         if db not in ('', '/') and not (db.strip('/').isascii() and db.strip('/').isdigit()):
             raise ValueError('the database must be a number, e.g. redis+sentinel://h:26379/mymaster/0')
-        return cls(sentinels, unquote(service), int(db.strip('/') or 0), password)
+        return cls(sentinels, unquote(service), int(db.strip('/') or 0), login)
 
 
 @dataclass(frozen=True)
 class ClusterTarget:
-    """What a ``redis+cluster://[:password@]host:port[,host:port...]`` URL names: some nodes
-    of a Redis Cluster to learn its layout from (one that answers is enough)."""
+    """What a ``redis+cluster://[[user]:password@]host:port[,host:port...]`` URL names: some
+    nodes of a Redis Cluster to learn its layout from (one that answers is enough), and the
+    login."""
 
     nodes: Tuple[Tuple[str, int], ...]
-    password: Optional[str] = field(default=None, repr=False)
+    login: Login = Login()
 
     @classmethod
     def parse(cls, url: str) -> 'ClusterTarget':
         """:raises ValueError: saying what is wrong (never quoting the password)."""
-        nodes, path, password = _split_hosts(url, CLUSTER_SCHEME,
-                                             'redis+cluster://10.0.0.1:7000,10.0.0.2:7000')
+        nodes, path, login = _split_hosts(url, CLUSTER_SCHEME,
+                                          'redis+cluster://10.0.0.1:7000,10.0.0.2:7000')
         if path not in ('', '0'):
             raise ValueError('a cluster has one database: nothing may follow the nodes but '
                              '"/" or "/0", e.g. redis+cluster://10.0.0.1:7000,10.0.0.2:7000')
-        return cls(nodes, password)
+        return cls(nodes, login)
 
 
 def redis_url_problem(url: str) -> Optional[str]:
@@ -589,8 +600,8 @@ def client_factory(url: str) -> Tuple[Factory, int]:
                                                  socket_timeout=CONNECT_TIMEOUT,
                                                  retry=_single_try()))
         return (lambda seconds: sentinel.master_for(
-            target.service, db=target.db, password=target.password, socket_timeout=seconds,
-            **timeouts)), 1
+            target.service, db=target.db, username=target.login.username,
+            password=target.login.password, socket_timeout=seconds, **timeouts)), 1
     if url.startswith(CLUSTER_SCHEME):
         from redis.cluster import ClusterNode, RedisCluster
         cluster = ClusterTarget.parse(url)
@@ -598,8 +609,9 @@ def client_factory(url: str) -> Tuple[Factory, int]:
         # Made when first used (a cluster client asks for the layout at once), inside the
         # retry loop of Store._call.
         return (lambda seconds: RedisCluster(
-            startup_nodes=list(nodes), password=cluster.password, socket_timeout=seconds,
-            require_full_coverage=False, **timeouts)), 0
+            startup_nodes=list(nodes), username=cluster.login.username,
+            password=cluster.login.password, socket_timeout=seconds, require_full_coverage=False,
+            **timeouts)), 0
     redis.Redis.from_url(url)  # raises ValueError now for what cannot be parsed
     return (lambda seconds: redis.Redis.from_url(url, socket_timeout=seconds, **timeouts)), 0
 

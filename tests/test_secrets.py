@@ -13,7 +13,7 @@ from conftest import write
 from occo.config import load_config
 from occo.errors import ConfigError, StoreError
 from occo.redact import excerpt, is_secret_name, mask_url, mask_urls, printable
-from occo.store import Store
+from occo.store import ClusterTarget, SentinelTarget, Store
 
 INFRA = 'infra_name: s\nuser_id: u\nnodes: [{name: a, type: a}]\n'
 
@@ -121,6 +121,21 @@ def test_a_huge_cluster_url_is_shown_short(occo):
     assert result.returncode == 1 and result.stderr.count('\n') == 1
     assert result.stderr.startswith('occopus-manage: error: cannot reach Redis at redis+cluster://127.0.0.1:1,')
     assert len(result.stderr) < 400, len(result.stderr)
+
+
+@pytest.mark.parametrize('url, shown, login', [
+    ('redis+cluster://SECRETVALUE@127.0.0.1:1', 'redis+cluster://:***@127.0.0.1:1', (None, 'SECRETVALUE')),
+    ('redis+cluster://:SECRETVALUE@127.0.0.1:1/', 'redis+cluster://:***@127.0.0.1:1/', (None, 'SECRETVALUE')),
+    ('redis+cluster://ops:SECRETVALUE@127.0.0.1:1,127.0.0.1:2', 'redis+cluster://ops:***@127.0.0.1:1,127.0.0.1:2',
+     ('ops', 'SECRETVALUE')),
+    ('redis+sentinel://ops:SECRET%40VALUE@127.0.0.1:1/occo/0', 'redis+sentinel://ops:***@127.0.0.1:1/occo/0',
+     ('ops', 'SECRET@VALUE')),
+])
+def test_logins_of_sentinel_and_cluster_urls_are_read_and_masked(url, shown, login):
+    assert Store.connect(url).url == shown
+    target = (ClusterTarget if url.startswith('redis+cluster') else SentinelTarget).parse(url)
+    assert (target.login.username, target.login.password) == login
+    assert 'SECRET' not in repr(target)
 
 
 def test_store_masks_its_url():

@@ -30,6 +30,7 @@ from occo.leases import held
 from occo.maintenance import PassResult, observe, pass_record, run_pass
 from occo.plugins.base import string_leaves
 from occo.planner import DOWN, SET, UP, CreateNode, Plan, make_plan, node_specs, plan_from_state
+from occo.placement import health_summary, health_text
 from occo.resolution import Address, AddressBook, Resolver
 from occo.runtime import Runtime, check_settings
 from occo.schema import is_template
@@ -216,7 +217,8 @@ class Occopus:
             self.warn(message)
         state = InfraState.from_store(self.store.load(graph.infra_id)) if infra_id else None
         if state is None:
-            return DryRun(graph=graph, plan=make_plan(graph, resources_of(graph, nodedefs)))
+            return DryRun(graph=graph, plan=self._with_health(
+                make_plan(graph, resources_of(graph, nodedefs)), graph, nodedefs))
         # An update of a live infrastructure: what one pass would do, from the records alone.
         verdicts = {k: i.error or 'it failed' for k, i in state.instances.items()
                     if i.state == State.FAILED}
@@ -225,7 +227,19 @@ class Occopus:
                                         specs=specs_of(graph, nodedefs))
         for warning in scaling.warnings:
             self.warn(warning)
-        return DryRun(graph=graph, plan=plan)
+        return DryRun(graph=graph, plan=self._with_health(plan, graph, nodedefs))
+
+    def _with_health(self, plan: Plan, graph: InfraGraph,
+                     nodedefs: Mapping[str, NodeDefinition]) -> Plan:
+        """The plan, each candidate implementation of a node that has several with its health
+        (see :mod:`occo.placement`)."""
+        summary = health_summary(self.store, graph, _implementation(graph, nodedefs), time.time())
+        for node in plan.nodes:
+            for candidate in node.candidates:
+                entry = summary.get(node.name, {}).get(candidate['index'])
+                if entry is not None:
+                    candidate['health'] = health_text(entry)
+        return plan
 
     def render(self, path: str, infra_id: Optional[str] = None,
                addresses: Optional[Mapping[str, Any]] = None) -> List[RenderedNode]:
@@ -269,7 +283,7 @@ class Occopus:
         runtime = Runtime(self.config, self.auth, store, self.warn)
         return Executor(runtime, graph, resolver, parallel=parallel,
                         parallelism=parallelism or self.config.parallelism, report=report,
-                        specs=specs_of(graph, nodedefs))
+                        specs=specs_of(graph, nodedefs), records=records)
 
     def build(self, path: str, *, infra_id: Optional[str] = None,
               parallelize: Optional[bool] = None, parallelism: Optional[int] = None,
@@ -747,6 +761,7 @@ class Occopus:
         by_node: Dict[str, List[Instance]] = {}
         for instance in sorted(instances.values(), key=lambda i: i.created_at or 0):
             by_node.setdefault(instance.node, []).append(instance)
+        health = health_summary(self.store, graph, _implementation(graph, nodedefs), time.time())
         result: Dict[str, Any] = {}
         for name in list(graph.order) + sorted(set(by_node) - set(graph.nodes)):
             records = by_node.get(name)
@@ -762,6 +777,13 @@ class Occopus:
                             'min': node.scaling.min if node else 0,
                             'max': node.scaling.max if node else 0},
             }
+            if name in health:  # several implementations: which one each instance is on
+                for i in records:
+                    entry = health[name].get(i.implementation)
+                    if entry is not None:
+                        result[name]['instances'][i.node_id]['implementation'] = entry['implementation']
+                result[name]['implementations'] = [
+                    dict(entry, index=index) for index, entry in sorted(health[name].items())]
         return result
 
     def events(self, infra_id: str, count: Optional[int] = None) -> List[Dict[str, Any]]:
@@ -813,6 +835,12 @@ def check_credentials(graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition],
             if missing:
                 raise AuthError(f"node '{node.name}': {missing[0].message}",
                                 source=graph.source, line=node.line)
+
+
+def _implementation(graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition]
+                    ) -> Callable[[str, int], Any]:
+    """(node, index) -> that implementation of the node's type."""
+    return lambda node, index: nodedefs[graph.nodes[node].type].implementations[index]
 
 
 def resources_of(graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition]

@@ -49,6 +49,8 @@ class GraphNode:
     candidates: List[int]
     depends_on: List[str] = field(default_factory=list)
     line: Optional[int] = None
+    #: how the next instance picks among the candidates (see occo.placement)
+    placement: str = 'random'
 
 
 @dataclass
@@ -171,7 +173,8 @@ def compile_infra(desc: InfraDescription, nodedefs: Mapping[str, NodeDefinition]
                            node.line)
             nodes[node.name] = GraphNode(name=node.name, type=node.type, scaling=node.scaling,
                                          filter=node.filter, line=node.line, candidates=candidates,
-                                         variables=merge_variables(desc.variables, node.variables))
+                                         variables=merge_variables(desc.variables, node.variables),
+                                         placement=node.placement)
         edges = [Edge(d.dependent, d.dependee, mappings=d.mappings) for d in desc.dependencies]
         graph = InfraGraph(infra_id=infra_id or str(uuid.uuid4()), infra_name=desc.name,
                            user_id=user_id or desc.user_id or '', nodes=nodes, edges=edges,

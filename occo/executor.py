@@ -44,6 +44,7 @@ from occo.errors import (BuildError, CallTimeout, CloudError, ConfigError, Lease
 from occo.instances import (CloudState, Health, Instance, Judgement, ResourceStatus, State,
                             Verdict, create_timeout, judge)
 from occo.plugins.base import string_leaves
+from occo.placement import Placer, counts_against
 from occo.plugins.resources.base import CreateRequest, Created
 from occo.resolution import Address, Resolver
 from occo.runtime import Runtime
@@ -122,7 +123,8 @@ class Executor:
 
     def __init__(self, runtime: Runtime, graph: Any, resolver: Resolver, *, parallel: bool,
                  parallelism: int, report: Report,
-                 specs: Optional[Mapping[str, Mapping[str, str]]] = None) -> None:
+                 specs: Optional[Mapping[str, Mapping[str, str]]] = None,
+                 records: Optional[Mapping[str, Instance]] = None) -> None:
         self.runtime = runtime
         self.store = runtime.store
         self.graph = graph
@@ -147,6 +149,14 @@ class Executor:
         #: was made for them (see :func:`made_nothing`)
         self.refused: set = set()
         self._lock = threading.Lock()
+        self._halted = threading.Event()
+        live: Dict[str, Dict[int, int]] = {}
+        for record in (records or {}).values():
+            counts = live.setdefault(record.node, {})
+            counts[record.implementation] = counts.get(record.implementation, 0) + 1
+        #: chooses implementations and keeps their health records (see occo.placement)
+        self.placer = Placer(self.store, graph, resolver.implementation, config.retry_backoff,
+                             live=live, rng=resolver.rng)
 
     # -- cloud calls -----------------------------------------------------------------------
 
@@ -260,7 +270,11 @@ class Executor:
         instance = walk.instances.get(vertex)
         if instance is None:
             return None
-        left = create_timeout(instance, self.create_timeout) - max(0.0, time.time() - instance.created_at)
+        limit = create_timeout(instance, self.create_timeout)
+        left = limit - max(0.0, time.time() - instance.created_at)
+        node = self.graph.nodes.get(instance.node)
+        if node is not None and len(node.candidates) > 1:  # room for one failover
+            left += limit + self.call_timeout
         return max(0.0, left) + self.call_timeout + GRACE
 
     def _visit(self, walk: _Walk, walker: Walker, monitor: Monitor, pool: ThreadPoolExecutor,
@@ -278,15 +292,40 @@ class Executor:
                     walker.release(vertex)  # waiting holds no slot
                 futures.append(monitor.watch(walk.instances[vertex]))
             else:
-                futures.append(self._start_create(walk.instances[vertex], vertex, walker,
-                                                  monitor, pool))
+                futures.append(self._start_create(walk, vertex, walker, monitor, pool))
         return futures
 
-    def _start_create(self, instance: Instance, vertex: Vertex, walker: Walker,
+    def _start_create(self, walk: _Walk, vertex: Vertex, walker: Walker,
                       monitor: Monitor, pool: ThreadPoolExecutor) -> 'Future[Any]':
+        """Create the instance of ``vertex``; if it fails on its implementation for a reason
+        that is the cloud's (see :func:`occo.placement.counts_against`), it is dropped and
+        its node tries once more on another healthy implementation (a failover)."""
         outcome: 'Future[Any]' = Future()
+        tried: List[int] = []
 
-        def work() -> None:
+        def failed(instance: Instance, exc: BaseException, booting: bool) -> None:
+            retry = self._failover(instance, exc, booting, tried)
+            if retry is None:
+                outcome.set_exception(exc)
+                return
+            walk.instances[vertex] = retry
+            try:
+                pool.submit(work, retry)
+            except RuntimeError:  # shutting down
+                outcome.set_exception(exc)
+
+        def watched(instance: Instance, future: 'Future[Any]') -> None:
+            exc = future.exception()
+            if exc is None:
+                if not outcome.done():
+                    outcome.set_result(future.result())
+            elif isinstance(exc, NotReady):
+                failed(instance, exc, booting=True)
+            else:
+                _chain(future, outcome)
+
+        def work(instance: Instance) -> None:
+            tried.append(instance.implementation)
             try:
                 resolved = self._resolve(instance)
                 # Recorded, with the rendered resource section (the endpoint to ask), before
@@ -295,7 +334,7 @@ class Executor:
                 self.writer.write([instance.to_json()], durable=True)
                 created = self._create(instance, resolved)
             except BaseException as exc:  # noqa: BLE001 - the walker reports it
-                outcome.set_exception(exc)
+                failed(instance, exc, booting=False)
                 return
             finally:
                 self._booting.add(vertex)
@@ -304,15 +343,50 @@ class Executor:
             if created is not None:  # ready at once
                 outcome.set_result(created)
                 return
-            watched = monitor.watch(instance)
-            watched.add_done_callback(lambda f: _chain(f, outcome))
-        pool.submit(work)
+            monitor.watch(instance).add_done_callback(lambda f: watched(instance, f))
+        pool.submit(work, walk.instances[vertex])
         return outcome
 
-    def _creating(self, node: str) -> Instance:
+    def _failover(self, instance: Instance, exc: BaseException, booting: bool,
+                  tried: List[int]) -> Optional[Instance]:
+        """Record a failed create against its implementation; if the node may try another
+        one (once per instance, never while stopping, only where the failed create certainly
+        left nothing but what is dropped here), drop what it left and return the record of the
+        new instance to create."""
+        if not counts_against(exc, booting):
+            return None
+        node, index = instance.node, instance.implementation
+        reason = describe_error(exc)
+        events = []
+        opened = self.placer.failed(node, index, reason, instance.created_at or 0.0)
+        if opened is not None:
+            events.append(event('implementation_open', node, instance.node_id,
+                                f'{self.placer.name(node, index)}: {reason}; skipped until '
+                                f"{time.strftime('%H:%M:%S', time.localtime(opened.open_until))}"))
+        health = self.placer.health(node)
+        others = [c for c in self.graph.nodes[node].candidates if c not in tried
+                  and (c not in health or health[c].allows(time.time()))]
+        clean = (booting and instance.instance_id) or instance.node_id in self.refused
+        if len(tried) > 1 or not others or not clean or self._halted.is_set() \
+                or self.store.lost is not None and self.store.lost.is_set():
+            if events:
+                self.writer.write(events=events)
+            return None
+        if instance.instance_id:
+            self._forget_created(self.runtime.handler(instance.resource_type), instance)
+        retry = self._creating(node, exclude=tried)
+        text = f'from {self.placer.name(node, index)} to {self.placer.name(node, retry.implementation)}: {reason}'
+        events += [event('node_dropped', node, instance.node_id, 'failed over'),
+                   event('failover', node, retry.node_id, text)]
+        self.writer.write(removed=[instance.node_id], events=events)
+        self.report(f'{instance.short}: failing over {text}')
+        return retry
+
+    def _creating(self, node: str, exclude: Sequence[int] = ()) -> Instance:
         """The record of a new instance, before anything is rendered or created: its
-        implementation is chosen (filter, then random) and its cloud known."""
-        index = self.resolver.choose(node)
+        implementation is chosen (filter, health, placement: see :mod:`occo.placement`) and
+        its cloud known."""
+        index = self.placer.choose(node, exclude)
         resource = self.resolver.implementation(node, index).resource
         known = {'type': resource['type']}
         if isinstance(resource.get('create_timeout'), (int, float)):  # the walker's deadline
@@ -428,6 +502,10 @@ class Executor:
             if judgement.verdict == Verdict.READY:
                 instance.state, instance.ready_at = State.READY, round(now, 3)
                 told.append(event('node_ready', instance.node, instance.node_id))
+                if self.placer.succeeded(instance.node, instance.implementation):
+                    told.append(event('implementation_closed', instance.node, instance.node_id,
+                                      f'{self.placer.name(instance.node, instance.implementation)}'
+                                      ': a create on it succeeded'))
             else:
                 instance.state, instance.error = State.FAILED, judgement.reason
                 told.append(event('node_failed', instance.node, instance.node_id, judgement.reason))

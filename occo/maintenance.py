@@ -163,7 +163,7 @@ def _check_health(executor: Executor, checks: List[Tuple[Instance, Any]],
 
 def held_back(backoff: Mapping[str, Mapping[str, Any]], now: float) -> Dict[str, str]:
     """Nodes whose creates wait for their retry time, with why."""
-    return {node: f"{entry['failures']} create(s) failed in a row; next try in "
+    return {node: f"{entry['failures']} pass(es) in a row made no instance ready; next try in "
                   f"{entry['next_at'] - now:.0f} s"
             for node, entry in backoff.items() if entry.get('next_at', 0) > now}
 
@@ -238,17 +238,19 @@ def _create(executor: Executor, plan: Plan, stop: Optional[threading.Event],
 
 def _backoff(store: Any, infra_id: str, succeeded: set, failures: List[Failure],
              backoff: Mapping[str, Mapping[str, Any]], base: float, report: Report) -> None:
-    """Count failed creates per node in a row and set their next try; clear nodes an
-    instance of which was just made ready."""
+    """Back off the nodes whose creates all failed in this pass (the wait doubles with each
+    such pass in a row); a node an instance of which became ready made progress: its wait
+    is cleared, even if some of its creates failed."""
     now = time.time()
-    failed = {f.node for f in failures if f.node_id}  # not those that waited for a failed one
+    # not those that waited for a failed one, nor those that made progress
+    failed = {f.node for f in failures if f.node_id} - succeeded
     entries, events = {}, []
     for node in sorted(failed):
         count = int((backoff.get(node) or {}).get('failures', 0)) + 1
         delay = min(MAX_BACKOFF, base * 2 ** (count - 1))
         entries[node] = {'failures': count, 'next_at': now + delay}
-        reason = f'{count} create(s) failed in a row; next try in {delay:.0f} s'
+        reason = f'{count} pass(es) in a row made no instance ready; next try in {delay:.0f} s'
         events.append(event('node_backoff', node, reason=reason))
         report(f'{node}: {reason}')
-    cleared = [node for node in succeeded - failed if node in backoff]
+    cleared = [node for node in succeeded if node in backoff]
     store.write(infra_id, backoff=entries, backoff_cleared=cleared, events=events)

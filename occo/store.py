@@ -12,6 +12,9 @@ Layout (``P`` = the configured prefix, ``occo:`` by default; ``{ID}`` an infrast
                                           REGISTRY_SHARDS shards (n = crc32(id) mod shards)
     P maintainers                 hash    maintainer id -> "<until ms> <JSON>": the members of
                                           the maintainer fleet, each until its heartbeat lapses
+    P implementations             hash    implementation key -> JSON health record of the
+                                          implementations whose creates failed lately (see
+                                          occo.placement; shared by every infrastructure)
     P {ID}:infra                  string  JSON: description, compiled graph, owner, state
     P {ID}:instances              hash    node id -> JSON instance record
     P {ID}:targets                hash    node name -> target instance count
@@ -196,6 +199,17 @@ for i = 1, #all, 2 do
 end
 return live
 """
+# Compare and set one field of a hash (ARGV: field, the value expected, '' for none, and the
+# new value, '' to delete it): {1} if it was set, else {0, the value found}.
+_HASH_CAS = """
+local current = redis.call('HGET', KEYS[1], ARGV[1]) or ''
+if current ~= ARGV[2] then return {0, current} end
+if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1])
+else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
+return {1}
+"""
+#: tries of a compare-and-set that others keep changing under us
+CAS_TRIES = 20
 # Writes guarded by a fencing token: 0 (nothing written) unless the lease still holds that
 # token.  ARGV[2] is a JSON list of commands whose second item is the index of their key in
 # KEYS.  POPHEAD (key, values...) pops the values off the head of a list while they are still
@@ -243,6 +257,10 @@ def registry_key(prefix: str, shard: int) -> str:
 
 def maintainers_key(prefix: str) -> str:
     return f'{prefix}maintainers'
+
+
+def implementations_key(prefix: str) -> str:
+    return f'{prefix}implementations'
 
 
 def _infra_part(part: str) -> Callable[[str, str], str]:
@@ -1263,6 +1281,35 @@ class Store:
     def passes(self, infra_id: str, count: Optional[int] = None) -> List[Dict[str, str]]:
         """The records of the management passes of an infrastructure, oldest first."""
         return self._stream(passes_key(self.prefix, infra_id), count)
+
+    def implementation_health(self, keys: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+        """The health records of the implementations ``keys`` that have one (one round trip)."""
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            return {}
+        values = self._call(lambda: self.client.hmget(implementations_key(self.prefix), keys))
+        return {key: _json_or_empty(value) for key, value in zip(keys, values) if value}
+
+    def change_implementation_health(
+            self, key: str, change: Callable[[Optional[Dict[str, Any]]], Optional[Dict[str, Any]]]
+    ) -> Optional[Dict[str, Any]]:
+        """Replace the health record ``key`` (None: it has none) by ``change(record)`` (None:
+        remove it), atomically with respect to other processes changing it (compare and set,
+        tried again with what they wrote); returns the record written."""
+        args: List[Any] = [key, '', '']
+        current: Optional[str] = self._call(
+            lambda: self.client.hget(implementations_key(self.prefix), key))
+        for _ in range(CAS_TRIES):
+            new = change(_json_or_empty(current) if current else None)
+            args = [key, current or '', _dumps(new) if new is not None else '']
+            if args[1] == args[2]:
+                return new
+            outcome = self._call(lambda: self._script(_HASH_CAS)(
+                keys=[implementations_key(self.prefix)], args=args, client=self.client))
+            if outcome[0] == 1:
+                return new
+            current = outcome[1] or None
+        raise StoreError(f'the health record of {key} kept changing under {CAS_TRIES} tries')
 
     def heartbeat(self, member: str, info: Mapping[str, Any], ttl: float) -> Dict[str, Dict[str, Any]]:
         """Say that maintainer ``member`` is alive for ``ttl`` more seconds (by Redis' clock;

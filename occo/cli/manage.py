@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from occo.cli.common import add_infra_id, make_parser, open_session, plural, reporter, run
 from occo.fleet import CHANGED, FAILED, GONE, HELD, UNCHANGED, Fleet
+from occo.placement import health_text
 from occo.redact import printable
 from occo.errors import EXIT_INTERRUPTED, BuildError, LeaseHeld, UsageError
 
@@ -91,10 +92,14 @@ def print_report(report: Dict[str, Any], args: argparse.Namespace) -> None:
         print(f"{name}: ({scaling['actual']} of target {scaling['target']}; "
               f"min {scaling['min']}, max {scaling['max']})")
         for node_id, instance in data['instances'].items():
-            print(f"  {node_id} ({instance['state']}):")
+            on = f" on {instance['implementation']}" if instance.get('implementation') else ''
+            print(f"  {node_id} ({instance['state']}){on}:")
             address = instance['resource_address']
             for item in address if isinstance(address, list) else [address]:
                 print(f'    {item}')
+        for entry in data.get('implementations', []):
+            if entry['state'] != 'closed':
+                print(f"  {entry['implementation']}: {health_text(entry)}")
 
 
 def print_events(events: List[Dict[str, str]], form: str) -> None:

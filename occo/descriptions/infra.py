@@ -12,7 +12,9 @@ from occo.redact import excerpt
 from occo.schema import Limits, is_int, join, type_name
 
 TOP_KEYS = ('user_id', 'infra_name', 'nodes', 'dependencies', 'variables')
-NODE_KEYS = ('name', 'type', 'scaling', 'filter', 'variables')
+NODE_KEYS = ('name', 'type', 'scaling', 'filter', 'variables', 'placement')
+#: how a node's next instance picks among the implementations its filter allows
+PLACEMENT_STRATEGIES = ('random', 'ordered', 'spread')
 SCALING_KEYS = ('min', 'max')
 
 
@@ -37,6 +39,8 @@ class NodeDescription:
     filter: Dict[str, Any] = field(default_factory=dict)
     variables: Dict[str, Any] = field(default_factory=dict)
     line: Optional[int] = field(default=None, compare=False)
+    #: ``placement: {strategy: ...}``: one of PLACEMENT_STRATEGIES
+    placement: str = 'random'
 
 
 @dataclass
@@ -205,7 +209,28 @@ def _parse_node(raw: Any, raw_nodes: list, index: int, fail: Any, warnings: List
     return NodeDescription(name=name, type=raw['type'],
                            scaling=_parse_scaling(raw, name, fail, warnings, limits),
                            filter=to_plain(node_filter), variables=_variables(raw, fail),
-                           line=getattr(raw, 'yaml_line', None))
+                           line=getattr(raw, 'yaml_line', None),
+                           placement=_parse_placement(raw, name, fail))
+
+
+def _parse_placement(raw: Mapping[str, Any], name: str, fail: Any) -> str:
+    """``placement: {strategy: random | ordered | spread}`` (absent: random)."""
+    placement = raw.get('placement')
+    if placement is None:
+        return 'random'
+    example = '(e.g. placement: {strategy: ordered})'
+    if not isinstance(placement, Mapping):
+        fail(f"placement of node '{name}' must be a mapping with a strategy {example}, got "
+             f'{type_name(placement)}', raw, 'placement')
+    for key in placement:
+        if key != 'strategy':
+            fail(f"unknown key {excerpt(key)} in placement of node '{name}' (allowed: strategy)",
+                 placement, key)
+    strategy = placement.get('strategy', 'random')
+    if not isinstance(strategy, str) or strategy not in PLACEMENT_STRATEGIES:
+        fail(f"placement strategy of node '{name}' must be one of {join(PLACEMENT_STRATEGIES)}, "
+             f'got {excerpt(strategy)}', placement, 'strategy')
+    return strategy
 
 
 def _parse_scaling(raw: Mapping[str, Any], name: str, fail: Any, warnings: List[str],

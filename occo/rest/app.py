@@ -64,11 +64,24 @@ class Scaling(BaseModel):
 class InstanceState(BaseModel):
     resource_address: Any = Field(description='an address, or a list of addresses')
     state: str
+    implementation: Optional[str] = Field(
+        None, description='which of several candidate implementations it runs on')
+
+
+class ImplementationState(BaseModel):
+    index: int
+    implementation: str
+    state: str = Field(description='closed, open or half-open')
+    until: Optional[float] = Field(None, description='open until then (epoch seconds)')
+    failures: Optional[int] = Field(None, description='creates failed in a row')
+    reason: Optional[str] = None
 
 
 class NodeReport(BaseModel):
     instances: Dict[str, InstanceState]
     scaling: Scaling
+    implementations: Optional[List[ImplementationState]] = Field(
+        None, description='the health of each candidate, for a node that has several')
 
 
 class Events(BaseModel):
@@ -266,7 +279,7 @@ def create_app(service: Service, *, token: Optional[str] = None, max_body: int =
         return {'infrastructures': [i['infra_id'] for i in session.list_infras()]}
 
     @app.get('/infrastructures/{infraid}', response_model=Dict[str, NodeReport],
-             responses=ERRORS, dependencies=guarded)
+             response_model_exclude_unset=True, responses=ERRORS, dependencies=guarded)
     def get(infraid: str, live: bool = False) -> Dict[str, Any]:
         """Its nodes: each instance's state and address, and the scaling counts (``live``:
         ask the clouds and run the health checks now, rather than the last pass's view)."""

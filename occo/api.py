@@ -30,7 +30,8 @@ from occo.leases import held
 from occo.maintenance import PassResult, observe, pass_record, run_pass
 from occo.plugins.base import string_leaves
 from occo.planner import DOWN, SET, UP, CreateNode, Plan, make_plan, node_specs, plan_from_state
-from occo.placement import health_summary, health_text
+from occo.fleet import Fleet
+from occo.placement import health_summary
 from occo.resolution import Address, AddressBook, Resolver
 from occo.runtime import Runtime, check_settings
 from occo.schema import is_template
@@ -238,7 +239,7 @@ class Occopus:
             for candidate in node.candidates:
                 entry = summary.get(node.name, {}).get(candidate['index'])
                 if entry is not None:
-                    candidate['health'] = health_text(entry)
+                    candidate['health'] = {k: v for k, v in entry.items() if k != 'implementation'}
         return plan
 
     def render(self, path: str, infra_id: Optional[str] = None,
@@ -680,6 +681,14 @@ class Occopus:
             raise UnknownInfrastructure(infra_id)
         if was == maintained:
             raise Conflict(f'infrastructure {infra_id} {clash}')
+
+    def fleet(self, *, interval: float, stop: threading.Event, parallelize: Optional[bool] = None,
+              skip: Callable[[str], bool] = lambda infra_id: False,
+              told: Optional[Callable[[str], None]] = None) -> Fleet:
+        """A member of the maintainer fleet over this session (see :mod:`occo.fleet`):
+        ``run()`` it, or make one ``pass_once(infra_id)``."""
+        return Fleet(self, interval=interval, stop=stop, parallelize=parallelize, skip=skip,
+                     told=told)
 
     def maintained(self) -> List[str]:
         """The ids of the infrastructures marked maintained, oldest first."""

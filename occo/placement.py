@@ -154,11 +154,14 @@ class Placer:
         self.rng = rng or random.Random()
         self.clock = clock or time.time
         self._health: Optional[Dict[str, ImplementationHealth]] = None
+        self._keys: Dict[Any, str] = {}
         self._lock = threading.Lock()
 
     def key(self, node: str, index: int) -> str:
-        return implementation_key(self.graph.nodes[node].type,
-                                  self.implementation(node, index).resource)
+        if (node, index) not in self._keys:
+            self._keys[(node, index)] = implementation_key(
+                self.graph.nodes[node].type, self.implementation(node, index).resource)
+        return self._keys[(node, index)]
 
     def name(self, node: str, index: int) -> str:
         return describe(self.graph.nodes[node].type, index, self.implementation(node, index).resource)
@@ -237,8 +240,8 @@ class Placer:
     def succeeded(self, node: str, index: int) -> bool:
         """Record a create on ``index`` that became ready: a record it had is removed
         (closed); returns whether there was one."""
-        if self.key(node, index) not in (self._health or {}) or \
-                len(self.graph.nodes[node].candidates) < 2:
+        if len(self.graph.nodes[node].candidates) < 2 or not self._health or \
+                self.key(node, index) not in self._health:
             return False
         self.store.change_implementation_health(self.key(node, index), lambda data: None)
         self._remember(node, index, None)
@@ -278,15 +281,3 @@ def health_summary(store: Any, graph: Any, implementation: Any, now: float
                          failures=record.failures)
         summary.setdefault(name, {})[index] = entry
     return summary
-
-
-def health_text(entry: Mapping[str, Any]) -> str:
-    """``open until 04:52:10 (3 failures in a row: why)``, ``half-open``, ``healthy``."""
-    import time
-    if entry['state'] == CLOSED:
-        return 'healthy'
-    if entry['state'] == HALF_OPEN:
-        return f"half-open: the next create tries it ({entry.get('reason', '')})"
-    until = time.strftime('%H:%M:%S', time.localtime(entry['until']))
-    return (f"open until {until} ({entry['failures']} failure(s) in a row: "
-            f"{entry.get('reason', '')})")

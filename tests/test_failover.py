@@ -227,8 +227,6 @@ def test_backoff_grows_only_without_progress(occo, tmp_path):
     the node is never held back; a node whose every create fails still backs off."""
     config = write(tmp_path, {'cfg.yaml': 'retry_backoff: 1\n'}) / 'cfg.yaml'
     write(tmp_path, {'nodes.yaml': "'node_def:half':\n  - resource: {type: dummy, fail_rate: 0.5}\n"
-                                   '    health_check: {ping: false}\n'
-                                   "'node_def:never':\n  - resource: {type: dummy, fail_rate: 1}\n"
                                    '    health_check: {ping: false}\n',
                      'infra.yaml': 'infra_name: b\nuser_id: u\nnodes:\n'
                                    '  - {name: half, type: half, scaling: {min: 1, max: 10}}\n'})
@@ -259,3 +257,23 @@ def test_backoff_grows_only_without_progress(occo, tmp_path):
             seen.append(entry['reason'])
             assert entry['reason'].startswith(f'{count} pass(es) in a row made no instance ready; '
                                               f'next try in {2 ** (count - 1)} s'), (seen, entry)
+
+
+def test_a_node_whose_every_create_fails_backs_off_to_the_cap(occo):
+    """The wait doubles with each pass without progress, up to MAX_BACKOFF, in Redis."""
+    from occo.maintenance import MAX_BACKOFF, _backoff
+    from occo.executor import Failure
+    from occo.store import Store
+    store = Store.connect(occo.redis_url, occo.prefix)
+    told = []
+    waits = []
+    entries = {}
+    for _ in range(12):
+        started = time.time()
+        _backoff(store, 'cap', set(), [Failure('web', 'n1', 'refused')], entries, 1.0, told.append)
+        entries = {k: json.loads(v) for k, v in occo.redis.hgetall(f'{occo.prefix}{{cap}}:backoff').items()}
+        waits.append(round(entries['web']['next_at'] - started))
+    assert waits == [1, 2, 4, 8, 16, 32, 64, 128, 256, MAX_BACKOFF, MAX_BACKOFF, MAX_BACKOFF]
+    assert told[-1] == f'web: 12 pass(es) in a row made no instance ready; next try in {MAX_BACKOFF:.0f} s'
+    _backoff(store, 'cap', {'web'}, [Failure('web', 'n2', 'refused')], entries, 1.0, told.append)
+    assert occo.redis.hgetall(f'{occo.prefix}{{cap}}:backoff') == {}  # progress clears it

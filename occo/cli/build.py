@@ -7,7 +7,7 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from occo.cli.common import (add_infra_id, interrupt_on_sigterm, make_parser, open_session,
-                             plural, reporter, run)
+                             health_text, plural, reporter, run)
 from occo.errors import UsageError
 
 PROG = 'occopus-build'
@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _candidates(candidates: List[Dict[str, Any]]) -> str:
     parts = []
     for cand in candidates:
-        details = ' '.join(f'{k}={v}' for k, v in cand.items() if k not in ('index', 'type'))
+        shown = dict(cand, health=health_text(cand['health'])) if 'health' in cand else cand
+        details = ' '.join(f'{k}={v}' for k, v in shown.items() if k not in ('index', 'type'))
         parts.append(f"#{cand['index']} {cand['type']}" + (f' ({details})' if details else ''))
     return '; '.join(parts)
 

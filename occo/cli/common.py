@@ -9,7 +9,7 @@ import argparse
 import re
 import os
 import sys
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Mapping, Optional
 
 from occo import __version__
 from occo.errors import EXIT_ERROR, EXIT_INTERRUPTED, OccoError
@@ -144,3 +144,16 @@ def open_session(prog: str, args: argparse.Namespace, **config_options: Any) -> 
         warn(prog, message)
     auth = load_auth_data(args.auth_data_path) if hasattr(args, 'auth_data_path') else None
     return Occopus(config, auth=auth, warn=lambda message: warn(prog, message))
+
+
+def health_text(health: Mapping[str, Any]) -> str:
+    """An implementation's health as plans and reports print it: ``healthy``, ``half-open:
+    ...`` or ``open until 04:52:10 (2 failure(s) in a row: why)``."""
+    import time
+    if health.get('state') == 'half-open':
+        return f"half-open: the next create tries it ({health.get('reason', '')})"
+    if health.get('state') != 'open':
+        return 'healthy'
+    until = time.strftime('%H:%M:%S', time.localtime(float(health.get('until', 0))))
+    return (f"open until {until} ({health.get('failures')} failure(s) in a row: "
+            f"{health.get('reason', '')})")

@@ -10,9 +10,8 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
-from occo.cli.common import add_infra_id, make_parser, open_session, plural, reporter, run
-from occo.fleet import CHANGED, FAILED, GONE, HELD, UNCHANGED, Fleet
-from occo.placement import health_text
+from occo.cli.common import (add_infra_id, health_text, make_parser, open_session, plural,
+                             reporter, run)
 from occo.redact import printable
 from occo.errors import EXIT_INTERRUPTED, BuildError, LeaseHeld, UsageError
 
@@ -163,8 +162,8 @@ def manage_all(session: Any, args: argparse.Namespace, stop: threading.Event) ->
     def told(line: str) -> None:
         print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {printable(line)}", flush=True)
 
-    fleet = Fleet(session, interval=args.interval, stop=stop,
-                  parallelize=True if args.parallelize else None, told=told)
+    fleet = session.fleet(interval=args.interval, stop=stop,
+                          parallelize=True if args.parallelize else None, told=told)
     if args.cyclic:
         fleet.run()
         return 0
@@ -174,13 +173,13 @@ def manage_all(session: Any, args: argparse.Namespace, stop: threading.Event) ->
         if outcome.line:
             told(outcome.line)
     count = {status: sum(o.status == status for o in outcomes)
-             for status in (CHANGED, UNCHANGED, HELD, GONE, FAILED)}
-    print(f"Managed {plural(len(outcomes), 'infrastructure')}: {count[CHANGED]} changed, "
-          f'{count[UNCHANGED]} unchanged, {count[HELD]} held by another process, '
-          f'{count[FAILED]} failed')
+             for status in ('changed', 'unchanged', 'held', 'gone', 'failed')}
+    print(f"Managed {plural(len(outcomes), 'infrastructure')}: {count['changed']} changed, "
+          f"{count['unchanged']} unchanged, {count['held']} held by another process, "
+          f"{count['failed']} failed")
     if stop.is_set():
         return EXIT_INTERRUPTED
-    return 1 if count[FAILED] else 0
+    return 1 if count['failed'] else 0
 
 
 def command(args: argparse.Namespace, prog: str) -> int:

@@ -19,7 +19,6 @@ from typing import Any, Dict, List, Optional
 
 from occo.errors import (BuildCancelled, DescriptionError, NotImplementedYet, OccoError,
                          UnknownInfrastructure, UsageError, describe_error)
-from occo.fleet import Fleet
 from occo.redact import mask_known
 
 log = logging.getLogger('occo.rest')
@@ -64,9 +63,9 @@ class Service:
         self.jobs: Dict[str, BuildJob] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self.fleet = Fleet(session, interval=interval, stop=self._stop, parallelize=parallelize,
-                           skip=lambda infra_id: infra_id in self.jobs,  # built here right now
-                           told=lambda line: log.info('%s', line))
+        self.fleet = session.fleet(interval=interval, stop=self._stop, parallelize=parallelize,
+                                   skip=lambda infra_id: infra_id in self.jobs,  # built here now
+                                   told=lambda line: log.info('%s', line))
         self._thread: Optional[threading.Thread] = None
 
     # -- life ----------------------------------------------------------------------------------

@@ -303,16 +303,24 @@ class Executor:
         outcome: 'Future[Any]' = Future()
         tried: List[int] = []
 
-        def failed(instance: Instance, exc: BaseException, booting: bool) -> None:
-            retry = self._failover(instance, exc, booting, tried)
-            if retry is None:
+        def give_up(exc: BaseException) -> None:
+            if not outcome.done():
                 outcome.set_exception(exc)
+
+        def failed(instance: Instance, exc: BaseException, booting: bool) -> None:
+            try:
+                retry = self._failover(instance, exc, booting, tried)
+            except BaseException as error:  # noqa: BLE001 - the walker must hear of it
+                give_up(error if isinstance(error, LeaseLost) else exc)
+                return
+            if retry is None:
+                give_up(exc)
                 return
             walk.instances[vertex] = retry
             try:
                 pool.submit(work, retry)
             except RuntimeError:  # shutting down
-                outcome.set_exception(exc)
+                give_up(exc)
 
         def watched(instance: Instance, future: 'Future[Any]') -> None:
             exc = future.exception()
@@ -320,7 +328,10 @@ class Executor:
                 if not outcome.done():
                     outcome.set_result(future.result())
             elif isinstance(exc, NotReady):
-                failed(instance, exc, booting=True)
+                try:  # not on the monitor's thread: a failover drops and creates
+                    pool.submit(failed, instance, exc, True)
+                except RuntimeError:  # shutting down
+                    give_up(exc)
             else:
                 _chain(future, outcome)
 
@@ -375,7 +386,8 @@ class Executor:
         if instance.instance_id:
             self._forget_created(self.runtime.handler(instance.resource_type), instance)
         retry = self._creating(node, exclude=tried)
-        text = f'from {self.placer.name(node, index)} to {self.placer.name(node, retry.implementation)}: {reason}'
+        text = (f'from {self.placer.name(node, index)} to '
+                f'{self.placer.name(node, retry.implementation)}: {reason}')
         events += [event('node_dropped', node, instance.node_id, 'failed over'),
                    event('failover', node, retry.node_id, text)]
         self.writer.write(removed=[instance.node_id], events=events)

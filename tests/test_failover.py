@@ -140,6 +140,24 @@ def test_the_rest_report_names_implementations_only_where_there_are_several(occo
     assert [set(i) for i in solo['instances'].values()] == [{'resource_address', 'state'}]
 
 
+@pytest.mark.parametrize('placement', ['{strategy: "\\x07bell"}', '{strategy: [spread]}',
+                                       '{strategy: ' + 'x' * 100000 + '}', '7'])
+def test_a_wrong_placement_in_a_rest_body_is_a_400_that_creates_nothing(occo, rest, tmp_path, placement):
+    folder = two_implementations(tmp_path, first='', count=1)
+    import_ok(occo, folder / 'nodes.yaml')
+    before = occo.snapshot()
+    body = f'infra_name: r\nuser_id: u\nnodes:\n  - {{name: web, type: web, placement: {placement}}}\n'
+    answer = rest.call('POST', '/infrastructures/', data=body.encode())
+    assert answer.status_code == 400, answer.text
+    message = answer.json()['message']
+    assert "placement" in message and "node 'web'" in message and len(message) < 300, message
+    assert '\x07' not in message
+
+    def data(snapshot):  # the service's own heartbeat changes by itself
+        return {k: v for k, v in snapshot.items() if not k.endswith(b'maintainers')}
+    assert data(occo.snapshot()) == data(before)
+
+
 def test_a_single_implementation_changes_nothing(occo, tmp_path):
     write(tmp_path, {'nodes.yaml': "'node_def:web':\n  - resource: {type: dummy, fail_rate: 1}\n"
                                    '    health_check: {ping: false}\n',

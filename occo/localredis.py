@@ -331,7 +331,7 @@ class LocalSentinel(_Group):
             with open(config, 'w', encoding='ascii') as stream:
                 stream.write(f'sentinel monitor {self.service} 127.0.0.1 {primary.port} {quorum}\n'
                              f'sentinel down-after-milliseconds {self.service} {self.down_after}\n'
-                             f'sentinel failover-timeout {self.service} 5000\n'
+                             f'sentinel failover-timeout {self.service} 20000\n'
                              f'sentinel parallel-syncs {self.service} 1\n')
             self.sentinels.append(self._server(config=[config, '--sentinel']))
         self._wait(lambda: all(b'master_link_status:up' in command(r.port, 'INFO', 'replication')
@@ -343,6 +343,26 @@ class LocalSentinel(_Group):
         reply = command(self.sentinels[0].port, 'SENTINEL', 'get-master-addr-by-name', self.service)
         port = int(reply.split(b'\r\n')[-2])
         return next(s for s in self.data if s.port == port)
+
+    def settled(self) -> bool:
+        """Whether a failover is over: every Sentinel names the same primary, and every other
+        live data server replicates from it with its link up."""
+        try:
+            named = {command(s.port, 'SENTINEL', 'get-master-addr-by-name', self.service)
+                     for s in self.sentinels}
+            if len(named) != 1:
+                return False
+            primary = self.primary()
+            for server in self.data:
+                if server is primary or server.process is None or server.process.poll() is not None:
+                    continue
+                info = command(server.port, 'INFO', 'replication')
+                if f'master_port:{primary.port}\r\n'.encode() not in info or \
+                        b'master_link_status:up' not in info:
+                    return False
+            return True
+        except (OSError, ValueError, StopIteration):
+            return False
 
     def kill_primary(self) -> RedisServer:
         """SIGKILL the primary (as a crash would); returns the server that was killed."""

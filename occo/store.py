@@ -658,9 +658,9 @@ class _Connection:
 def _factory_of(client: Any) -> Factory:
     """A factory of clients like ``client`` (a ``redis.Redis`` given to :class:`Store`)."""
     import redis
-    pool = client.connection_pool
 
     def make(seconds: float) -> Any:
+        pool = client.connection_pool  # a plain client's (clusters are made by client_factory)
         kwargs = dict(pool.connection_kwargs, socket_timeout=seconds, retry=_single_try(),
                       socket_connect_timeout=min(seconds, CONNECT_TIMEOUT))
         return redis.Redis(connection_pool=redis.ConnectionPool(
@@ -1296,7 +1296,6 @@ class Store:
         """Replace the health record ``key`` (None: it has none) by ``change(record)`` (None:
         remove it), atomically with respect to other processes changing it (compare and set,
         tried again with what they wrote); returns the record written."""
-        args: List[Any] = [key, '', '']
         current: Optional[str] = self._call(
             lambda: self.client.hget(implementations_key(self.prefix), key))
         for _ in range(CAS_TRIES):

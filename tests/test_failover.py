@@ -264,17 +264,16 @@ def test_backoff_grows_only_without_progress(occo, tmp_path):
     finally:
         maintainer.send_signal(signal.SIGINT)
         maintainer.communicate(timeout=30)
-    # After a pass in which an instance became ready, the count starts again at 1; it grows
-    # (and the wait doubles) only over passes in a row that made none ready.
-    count, seen = 0, []
-    for entry in events(occo, 'b'):
-        if entry['event'] == 'node_ready':
-            count = 0
-        elif entry['event'] == 'node_backoff':
-            count += 1
-            seen.append(entry['reason'])
-            assert entry['reason'].startswith(f'{count} pass(es) in a row made no instance ready; '
-                                              f'next try in {2 ** (count - 1)} s'), (seen, entry)
+    # The count grows by one (and the wait doubles) over passes in a row that made no new
+    # instance ready, and starts again at 1 after one that did.
+    last, seen = 0, []
+    for entry in events(occo, 'b', 'node_backoff'):
+        count = int(entry['reason'].split()[0])
+        seen.append(entry['reason'])
+        assert count in (1, last + 1), seen
+        assert entry['reason'] == (f'{count} pass(es) in a row made no instance ready; '
+                                   f'next try in {2 ** (count - 1)} s'), seen
+        last = count
 
 
 def test_a_node_whose_every_create_fails_backs_off_to_the_cap(occo):

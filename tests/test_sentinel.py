@@ -46,9 +46,12 @@ def on_sentinel(occo: Occo, group: LocalSentinel) -> Occo:
     return changed
 
 
-def promoted(group: LocalSentinel, killed, seconds: float = 30) -> None:
+def promoted(group: LocalSentinel, killed, seconds: float = 60) -> None:
+    """Wait until a replica is promoted and the failover is over (every Sentinel agrees and
+    the other replica follows the new primary): Sentinel may still choose another replica
+    before that, and what was written meanwhile would be lost, by Redis' design."""
     deadline = time.monotonic() + seconds
-    while group.primary() is killed:
+    while group.primary() is killed or not group.settled():
         assert time.monotonic() < deadline, 'no Sentinel promoted a replica'
         time.sleep(0.2)
 

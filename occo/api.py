@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from occo import advice, plugins, templates
@@ -30,9 +31,9 @@ from occo.leases import held
 from occo.maintenance import PassResult, observe, pass_record, run_pass
 from occo.plugins.base import string_leaves
 from occo.planner import DOWN, SET, UP, CreateNode, Plan, make_plan, node_specs, plan_from_state
-from occo.fleet import Fleet
-from occo.placement import health_summary
-from occo.resolution import Address, AddressBook, Resolver
+from occo.fleet import PASS_STATUSES, Fleet
+from occo.placement import Placer
+from occo.resolution import Address, AddressBook, Resolver, implementation_of
 from occo.runtime import Runtime, check_settings
 from occo.schema import is_template
 from occo.store import MAX_PENDING_REQUESTS, WHO, Store, event
@@ -103,6 +104,8 @@ class DryRun:
 
 
 Warn = Callable[[str], None]
+#: what a pass of the maintainer fleet can come to (callers count them)
+PASS_STATUSES = PASS_STATUSES
 PlanHook = Callable[[Plan, InfraGraph], None]
 INFRA_ID = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$')
 
@@ -234,13 +237,18 @@ class Occopus:
                      nodedefs: Mapping[str, NodeDefinition]) -> Plan:
         """The plan, each candidate implementation of a node that has several with its health
         (see :mod:`occo.placement`)."""
-        summary = health_summary(self.store, graph, _implementation(graph, nodedefs), time.time())
+        summary = self._placer(graph, nodedefs).summary()
         for node in plan.nodes:
             for candidate in node.candidates:
                 entry = summary.get(node.name, {}).get(candidate['index'])
                 if entry is not None:
                     candidate['health'] = {k: v for k, v in entry.items() if k != 'implementation'}
         return plan
+
+    def _placer(self, graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition]) -> Placer:
+        """The implementations' health as builds and passes see it (read-only here)."""
+        return Placer(self.store, graph, partial(implementation_of, graph, nodedefs),
+                      self.config.retry_backoff)
 
     def render(self, path: str, infra_id: Optional[str] = None,
                addresses: Optional[Mapping[str, Any]] = None) -> List[RenderedNode]:
@@ -770,7 +778,7 @@ class Occopus:
         by_node: Dict[str, List[Instance]] = {}
         for instance in sorted(instances.values(), key=lambda i: i.created_at or 0):
             by_node.setdefault(instance.node, []).append(instance)
-        health = health_summary(self.store, graph, _implementation(graph, nodedefs), time.time())
+        health = self._placer(graph, nodedefs).summary()
         result: Dict[str, Any] = {}
         for name in list(graph.order) + sorted(set(by_node) - set(graph.nodes)):
             records = by_node.get(name)
@@ -844,12 +852,6 @@ def check_credentials(graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition],
             if missing:
                 raise AuthError(f"node '{node.name}': {missing[0].message}",
                                 source=graph.source, line=node.line)
-
-
-def _implementation(graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition]
-                    ) -> Callable[[str, int], Any]:
-    """(node, index) -> that implementation of the node's type."""
-    return lambda node, index: nodedefs[graph.nodes[node].type].implementations[index]
 
 
 def resources_of(graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition]

@@ -374,9 +374,7 @@ class Executor:
             events.append(event('implementation_open', node, instance.node_id,
                                 f'{self.placer.name(node, index)}: {reason}; skipped until '
                                 f"{time.strftime('%H:%M:%S', time.localtime(opened.open_until))}"))
-        health = self.placer.health(node)
-        others = [c for c in self.graph.nodes[node].candidates if c not in tried
-                  and (c not in health or health[c].allows(time.time()))]
+        others = self.placer.alternatives(node, tried)
         clean = (booting and instance.instance_id) or instance.node_id in self.refused
         if len(tried) > 1 or not others or not clean or self._halted.is_set() \
                 or self.store.lost is not None and self.store.lost.is_set():

@@ -62,6 +62,8 @@ class PassOutcome:
 
 
 CHANGED, UNCHANGED, HELD, GONE, FAILED = 'changed', 'unchanged', 'held', 'gone', 'failed'
+#: every status a pass can come to, in the order a summary tells them
+PASS_STATUSES = (CHANGED, UNCHANGED, HELD, GONE, FAILED)
 
 
 class Fleet:

@@ -23,7 +23,7 @@ import hashlib
 import json
 import random
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from occo.errors import CloudError
 
@@ -103,6 +103,12 @@ def counts_against(exc: BaseException, booting: bool = False) -> bool:
     return booting or isinstance(exc, CloudError)
 
 
+def healthy(candidates: Sequence[int], health: Mapping[int, ImplementationHealth],
+            now: float) -> List[int]:
+    """Those of ``candidates`` a create may go to now (no record, or one that allows it)."""
+    return [c for c in candidates if health.get(c, ImplementationHealth()).allows(now)]
+
+
 def choose(candidates: Sequence[int], strategy: str,
            health: Mapping[int, ImplementationHealth], live: Mapping[int, int], now: float,
            rng: random.Random, exclude: Sequence[int] = ()) -> int:
@@ -115,7 +121,7 @@ def choose(candidates: Sequence[int], strategy: str,
         left).
     """
     left = [c for c in candidates if c not in exclude] or list(candidates)
-    usable = [c for c in left if health.get(c, ImplementationHealth()).allows(now)]
+    usable = healthy(left, health, now)
     if not usable:  # every one is open: the one that reopens first
         return min(left, key=lambda c: (health[c].open_until, left.index(c)))
     if strategy == 'ordered':
@@ -184,6 +190,31 @@ class Placer:
             snapshot = self._snapshot()
             return {i: snapshot[self.key(node, i)] for i in candidates
                     if self.key(node, i) in snapshot}
+
+    def alternatives(self, node: str, tried: Sequence[int]) -> List[int]:
+        """The candidates of ``node`` other than ``tried`` that a create may go to now."""
+        rest = [c for c in self.graph.nodes[node].candidates if c not in tried]
+        return healthy(rest, self.health(node), self.clock())
+
+    def summary(self) -> Dict[str, Dict[int, Dict[str, Any]]]:
+        """node -> candidate -> ``{implementation, state[, until, reason, failures]}`` for
+        every node with more than one candidate (one round trip): what plans and reports
+        show."""
+        now = self.clock()
+        summary: Dict[str, Dict[int, Dict[str, Any]]] = {}
+        for name, node in self.graph.nodes.items():
+            if len(node.candidates) < 2:
+                continue
+            health = self.health(name)
+            for index in node.candidates:
+                record = health.get(index, ImplementationHealth())
+                entry: Dict[str, Any] = {'implementation': self.name(name, index),
+                                         'state': record.state(now)}
+                if record.failures:
+                    entry.update(until=round(record.open_until, 3), reason=record.reason,
+                                 failures=record.failures)
+                summary.setdefault(name, {})[index] = entry
+        return summary
 
     def choose(self, node: str, exclude: Sequence[int] = ()) -> int:
         """The implementation for a new instance of ``node`` (a half-open one is claimed for
@@ -260,24 +291,3 @@ class Placer:
             counts = self.live.get(node, {})
             if counts.get(index):
                 counts[index] -= 1
-
-
-def health_summary(store: Any, graph: Any, implementation: Any, now: float
-                   ) -> Dict[str, Dict[int, Dict[str, Any]]]:
-    """node -> candidate -> ``{implementation, state, until, reason}`` for every node with more
-    than one candidate (one round trip): what plans and reports show."""
-    keys = {(name, i): implementation_key(node.type, implementation(name, i).resource)
-            for name, node in graph.nodes.items() if len(node.candidates) > 1
-            for i in node.candidates}
-    stored = store.implementation_health(list(keys.values())) if keys else {}
-    summary: Dict[str, Dict[int, Dict[str, Any]]] = {}
-    for (name, index), key in keys.items():
-        record = ImplementationHealth.from_json(stored.get(key))
-        entry: Dict[str, Any] = {'implementation': describe(graph.nodes[name].type, index,
-                                                            implementation(name, index).resource),
-                                 'state': record.state(now)}
-        if record.failures:
-            entry.update(until=round(record.open_until, 3), reason=record.reason,
-                         failures=record.failures)
-        summary.setdefault(name, {})[index] = entry
-    return summary

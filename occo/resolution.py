@@ -162,6 +162,11 @@ class Resolved:
         return (self.config_management or {}).get('type', 'dummy')
 
 
+def implementation_of(graph: Any, nodedefs: Mapping[str, Any], node: str, index: int) -> Any:
+    """Implementation ``index`` of the type of ``graph``'s node ``node`` (unrendered)."""
+    return nodedefs[graph.nodes[node].type].implementations[index]
+
+
 class Resolver:
     """Chooses implementations (filter, then random, for every new instance) and renders them."""
 
@@ -196,7 +201,7 @@ class Resolver:
 
     def implementation(self, node: str, index: int) -> Any:
         """Implementation ``index`` of ``node``'s type (unrendered)."""
-        return self.nodedefs[self.graph.nodes[node].type].implementations[index]
+        return implementation_of(self.graph, self.nodedefs, node, index)
 
     def resolve(self, node: str, node_id: str, index: Optional[int] = None) -> Resolved:
         """Render the templates of implementation ``index`` (chosen at random if None).

@@ -172,8 +172,8 @@ def manage_all(session: Any, args: argparse.Namespace, stop: threading.Event) ->
     for outcome in outcomes:
         if outcome.line:
             told(outcome.line)
-    count = {status: sum(o.status == status for o in outcomes)
-             for status in ('changed', 'unchanged', 'held', 'gone', 'failed')}
+    from occo.api import PASS_STATUSES  # loaded with the session already
+    count = {status: sum(o.status == status for o in outcomes) for status in PASS_STATUSES}
     print(f"Managed {plural(len(outcomes), 'infrastructure')}: {count['changed']} changed, "
           f"{count['unchanged']} unchanged, {count['held']} held by another process, "
           f"{count['failed']} failed")

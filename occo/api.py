@@ -650,19 +650,20 @@ class Occopus:
                 return
             except LeaseLost:
                 raise  # another process manages it now: this one must not write any more
-            except OccoError as exc:
-                self._record_error(infra_id, exc, interval, report)
             except Exception as exc:  # noqa: BLE001 - a bug must not stop the maintainer either
-                self._record_error(infra_id, exc, interval, report)
+                reason = self.record_failed_pass(infra_id, exc)
+                report(f'pass failed: {reason}; trying again in {interval:g} s')
             stop.wait(interval)
 
-    def _record_error(self, infra_id: str, exc: BaseException, interval: float, report: Warn) -> None:
+    def record_failed_pass(self, infra_id: str, exc: BaseException) -> str:
+        """Record a ``pass_failed`` event (while the infrastructure exists and no other process
+        holds its lease; never raises); returns why it failed, in one line."""
         reason = describe_error(exc)
-        report(f'pass failed: {reason}; trying again in {interval:g} s')
         try:
             self.store.add_events(infra_id, [event('pass_failed', reason=reason)], if_exists=True)
         except OccoError:
             pass  # Redis itself is the problem; the next pass tries again
+        return reason
 
     # -- background maintenance (occopus-manage --all, the REST service) ------------------------
 

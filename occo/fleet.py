@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set
 
 from occo.errors import LeaseHeld, LeaseLost, OccoError, UnknownInfrastructure, describe_error
-from occo.store import WHO, event
+from occo.store import WHO
 
 log = logging.getLogger('occo.fleet')
 
@@ -184,11 +184,7 @@ class Fleet:
         except (UnknownInfrastructure, LeaseLost):
             return PassOutcome(infra_id, GONE)  # gone, or taken over by another process
         except Exception as exc:  # noqa: BLE001 - a pass never stops the maintainer
-            reason = describe_error(exc)
-            try:
-                self.store.add_events(infra_id, [event('pass_failed', reason=reason)], if_exists=True)
-            except OccoError:
-                pass  # Redis itself is the problem; the next pass tries again
+            reason = self.session.record_failed_pass(infra_id, exc)
             return PassOutcome(infra_id, FAILED, f'{infra_id}: pass failed: {reason}')
         if not (result.created or result.dropped or result.failures):
             return PassOutcome(infra_id, UNCHANGED)

@@ -79,14 +79,18 @@ class Failure:
 
 
 @contextmanager
-def uninterruptible(report: Report) -> Iterator[None]:
+def uninterruptible(report: Report, deliver: bool = False) -> Iterator[None]:
     """Hold off SIGINT and SIGTERM (with a notice) while resources are being torn down:
-    interrupting a teardown would leak them."""
+    interrupting a teardown would leak them.  With ``deliver``, a signal received meanwhile is
+    held, not dropped: the handler that was in place gets it once the block ends (a
+    maintainer asked to stop then stops)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    held: List[int] = []
 
     def notice(signum: int, frame: Any) -> None:
+        held.append(signum)
         report('still tearing down; interrupting now would leave resources behind, please wait')
     previous = {sig: signal.signal(sig, notice) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -94,6 +98,8 @@ def uninterruptible(report: Report) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if deliver and held and callable(previous[held[0]]):
+            previous[held[0]](held[0], None)
 
 
 def seconds(value: float) -> str:
@@ -234,7 +240,7 @@ class Executor:
             self.calls.abandon_all()  # interrupted: stop waiting for the calls under way
             raise
         finally:
-            with uninterruptible(self.report):  # a second Ctrl+C must not skip this
+            with uninterruptible(self.report, deliver=True):  # a Ctrl+C must not skip this
                 pool.shutdown(wait=True, cancel_futures=True)  # bounded: calls have deadlines
                 monitor.stop()
         failures = self._failures(walk, result, skipped=not fail_fast)

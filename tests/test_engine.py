@@ -304,3 +304,21 @@ def test_a_handler_makes_one_client_per_endpoint_and_credentials_for_the_whole_r
     assert Counting.made == [('https://a', {'key': 'k1'}), ('https://a', {'key': 'k2'}),
                              ('https://b', {'key': 'k1'})]
     assert Counting.endpoint({'type': 'counting', 'endpoint': 'https://a'}) == 'https://a'
+
+
+def test_a_signal_held_off_while_a_walk_winds_down_is_delivered_afterwards_not_lost():
+    """A maintainer asked to stop while a pass shuts its pool down must still stop."""
+    import signal
+    from occo.executor import uninterruptible
+    told, got = [], []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    try:
+        with uninterruptible(told.append, deliver=True):
+            signal.raise_signal(signal.SIGINT)
+            assert got == []  # held off inside
+        assert got == [signal.SIGINT] and len(told) == 1
+        with uninterruptible(told.append):  # a teardown: told, and not delivered
+            signal.raise_signal(signal.SIGINT)
+        assert got == [signal.SIGINT] and len(told) == 2
+    finally:
+        signal.signal(signal.SIGINT, previous)

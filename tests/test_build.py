@@ -320,17 +320,24 @@ def test_parallel_build_starts_a_node_when_its_own_dependencies_are_ready(occo, 
 # -- what cannot be built, and what must not be waited for or contacted ----------------------------
 
 def test_a_cloud_that_cannot_be_built_yet_is_refused_before_anything_is_created(occo, tmp_path):
-    infra = one_node(occo, tmp_path, 'vm', "resource: {type: cloudsigma, endpoint: 'https://cs.x', "
-                                           'libdrive_id: d, description: {cpu: 1, mem: 1, '
-                                           'vnc_password: v}}\n')
+    """A third-party resource type that can be checked and planned but not built (every
+    built-in type builds): registered by an entry point of a package on PYTHONPATH."""
+    plugin = {'PYTHONPATH': str(Path(__file__).parent / 'thirdparty')}
+    write(tmp_path, {'nodes.yaml': "'node_def:vm':\n  - resource: {type: example_cloud, "
+                                   "endpoint: 'https://example.x'}\n",
+                     'infra.yaml': 'infra_name: t\nuser_id: u\nnodes: [{name: vm, type: vm}]\n'})
+    imported = occo.run('occopus-import', tmp_path / 'nodes.yaml', env=plugin)
+    assert imported.returncode == 0, imported.stderr
     before = occo.snapshot()
-    result = occo.run('occopus-build', infra)
+    result = occo.run('occopus-build', tmp_path / 'infra.yaml', env=plugin)
     assert result.returncode == 2
     assert result.stderr == (f"occopus-build: error: {tmp_path}/infra.yaml:3: node 'vm': implementation "
-                             "#0 of 'vm' uses resource type 'cloudsigma', which can be checked, planned and "
-                             'rendered but not yet built in this release (a filter can choose another '
-                             'implementation)\n')
+                             "#0 of 'vm' uses resource type 'example_cloud', which can be checked, "
+                             'planned and rendered but not yet built in this release (a filter can '
+                             'choose another implementation)\n')
     assert occo.snapshot() == before
+    unknown = occo.run('occopus-import', tmp_path / 'nodes.yaml')  # without the package
+    assert unknown.returncode != 0 and "Unknown resource type 'example_cloud'" in unknown.stderr
 
 
 def test_a_failed_build_does_not_wait_for_instances_still_booting(occo, tmp_path):

@@ -30,14 +30,17 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
-from urllib.parse import parse_qs, quote, urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from occo.errors import AuthError, CloudError, TransientCloudError
 from occo.instances import Instance
 from occo.plugins.resources.base import (
     FAILED, PENDING, RUNNING, SHUTDOWN, UNKNOWN, CreateRequest, Created, Found, ResourceHandler,
     ResourceStatus, resource_keys)
-from occo.redact import MASK, excerpt, mask_url, mask_urls, printable
+from occo.plugins.resources.common import (
+    META_INFRA_ID, META_NODE, META_NODE_ID, Tags, as_dict, as_list, never_sent, one_line,
+    url_part)
+from occo.redact import MASK, excerpt, mask_url, printable
 from occo.schema import Problem, expect_list, is_int
 
 #: The Nova API microversion asked for: every Nova since Liberty has it, and nothing used here
@@ -56,9 +59,6 @@ MESSAGE_LIMIT = 300     # characters of a cloud's message quoted
 BODY_LIMIT = 100_000    # characters of an error body kept to find its message in (masked, then cut)
 REDIRECTS = frozenset((301, 302, 303, 305, 307, 308))  # answers never followed (they would carry the token)
 
-META_INFRA_ID = 'occopus_infra_id'
-META_NODE_ID = 'occopus_node_id'
-META_NODE = 'occopus_node'
 META_PERSIST = 'occopus_persist'
 SERVER, VOLUME, FLOATING_IP = 'server', 'volume', 'floating_ip'  # kinds of what drop is given
 KIND_FIELDS = {'server': 'server_id', 'volume': 'volume_id', 'floating IP': 'floating_ip_id'}
@@ -82,49 +82,8 @@ def keystone_url(endpoint: str) -> str:
     return url.rstrip('/') + '/v3'
 
 
-def _text(value: Any, limit: int = MESSAGE_LIMIT, secret: Optional['Secret'] = None) -> str:
-    """What a cloud said, on one printable line of at most ``limit`` characters: secrets (the
-    session's, the remembered ones, those of URLs) are masked *before* it is cut, so that a
-    secret the cloud echoes across the cut never shows its beginning."""
-    text = ' '.join(str(value).split())
-    if secret is not None:
-        text = secret.hide(text)
-    text = printable(mask_urls(text))
-    return text if len(text) <= limit else text[:limit - 1] + '…'
-
-
-def _unsent(exc: BaseException) -> bool:
-    """Whether a connection failure happened before the request was sent (refused, no such
-    host, no route, connect time-out): keystoneauth words them all alike, so the chain of
-    exceptions it was raised from is looked at."""
-    import socket
-
-    import requests
-    from urllib3 import exceptions as u3
-    seen, todo = set(), [exc]
-    while todo:
-        current = todo.pop()
-        if not isinstance(current, BaseException) or id(current) in seen or len(seen) > 50:
-            continue
-        seen.add(id(current))
-        if isinstance(current, (u3.NewConnectionError, u3.ConnectTimeoutError, socket.gaierror,
-                                ConnectionRefusedError, requests.exceptions.ConnectTimeout)):
-            return True
-        todo += [current.__cause__, current.__context__, getattr(current, 'reason', None)]
-        todo += [a for a in getattr(current, 'args', ()) if isinstance(a, BaseException)]
-    return False
-
-
 def _truthy(value: Any) -> bool:
     return value is True or str(value).strip().lower() in ('true', 'yes', 'on', '1')
-
-
-def _dict(value: Any) -> Dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> List[Any]:
-    return value if isinstance(value, list) else []
 
 
 @dataclass(frozen=True)
@@ -213,31 +172,6 @@ class Spec:
 
 
 @dataclass
-class Tags:
-    """How a node instance's resources are marked (metadata, floating IP description)."""
-
-    infra_id: str
-    node_id: str
-    node: str
-
-    def metadata(self) -> Dict[str, str]:
-        return {META_INFRA_ID: self.infra_id[:255], META_NODE_ID: self.node_id[:255],
-                META_NODE: self.node[:255]}
-
-    def description(self) -> str:
-        return f'occopus:{self.infra_id}:{self.node_id}'
-
-    @staticmethod
-    def owner(description: Any, infra_id: str) -> Optional[str]:
-        """The node id of a floating IP ``description`` made for ``infra_id``, else None."""
-        prefix = f'occopus:{infra_id}:'
-        if isinstance(description, str) and description.startswith(prefix):
-            rest = description[len(prefix):]
-            return rest if rest and ':' not in rest else None
-        return None
-
-
-@dataclass
 class Made:
     """What a create made so far (undone if a later step fails); becomes ``Created.extra``."""
 
@@ -282,12 +216,12 @@ def _said(body: Any, fallback: str) -> str:
 def _addresses(server: Mapping[str, Any]) -> Tuple[List[str], Optional[str]]:
     """The addresses of a server, floating ones first; and its first fixed address."""
     floating, fixed = [], []
-    for entries in _dict(server.get('addresses')).values():
-        for entry in _list(entries):
-            address = _dict(entry).get('addr')
+    for entries in as_dict(server.get('addresses')).values():
+        for entry in as_list(entries):
+            address = as_dict(entry).get('addr')
             if not isinstance(address, str) or not address or len(address) > 64:
                 continue
-            kind = _dict(entry).get('OS-EXT-IPS:type')
+            kind = as_dict(entry).get('OS-EXT-IPS:type')
             (floating if kind == 'floating' else fixed).append(printable(address))
     ordered = list(dict.fromkeys(floating + fixed))
     return ordered, (fixed[0] if fixed else None)
@@ -395,12 +329,12 @@ class Cloud:
         for _ in range(MAX_PAGES):
             joint = '&' if '?' in path else '?'
             answer = self.call(service, region, 'GET', path + (f'{joint}{urlencode(query)}' if query else ''))
-            items = _list(answer.get(key))
+            items = as_list(answer.get(key))
             for item in items:
                 if isinstance(item, dict) and isinstance(item.get('id'), str):
                     yield item
-            after = [link for link in _list(answer.get(f'{key}_links'))
-                     if _dict(link).get('rel') == 'next' and isinstance(link.get('href'), str)]
+            after = [link for link in as_list(answer.get(f'{key}_links'))
+                     if as_dict(link).get('rel') == 'next' and isinstance(link.get('href'), str)]
             if not items or not after:
                 return
             try:
@@ -439,10 +373,10 @@ class Cloud:
         matches = [f for f in flavors if f.get('id') == flavor] or \
             [f for f in flavors if f.get('name') == flavor]
         if not matches:  # a private flavor is not listed, but can be asked for by id
-            found = self.call('compute', region, 'GET', f'/flavors/{_id(flavor)}', gone_ok=True)
-            matches = [found['flavor']] if found and isinstance(_dict(found.get('flavor')).get('id'), str) else []
+            found = self.call('compute', region, 'GET', f'/flavors/{url_part(flavor)}', gone_ok=True)
+            matches = [found['flavor']] if found and isinstance(as_dict(found.get('flavor')).get('id'), str) else []
         if not matches:
-            names = ', '.join(sorted(_text(f.get('name'), 40) for f in flavors if f.get('name')))[:300]
+            names = ', '.join(sorted(one_line(f.get('name'), 40) for f in flavors if f.get('name')))[:300]
             raise Refusal(f"there is no flavor {excerpt(flavor)} (flavor_name takes a flavor's name "
                           f'or id; the cloud has: {names or "none"})')
         if len(matches) > 1:
@@ -461,7 +395,7 @@ class Cloud:
         else:
             matches = [n for n in networks if n['id'] == pool] or [n for n in networks if n.get('name') == pool]
         if not matches:
-            names = ', '.join(_text(n.get('name') or n['id'], 40) for n in networks)[:300]
+            names = ', '.join(one_line(n.get('name') or n['id'], 40) for n in networks)[:300]
             raise Refusal(f'no external network {excerpt(pool)} to allocate a floating IP from '
                           f'(floating_ip_pool takes the name or id of one of: {names or "none"})'
                           if pool else 'the cloud has no external network to allocate a floating IP from')
@@ -516,7 +450,7 @@ class NovaHandler(ResourceHandler):
         :meth:`find` found it with."""
         if instance.resource.get('endpoint'):
             return instance.resource
-        return _dict(instance.extra.get('section')) or instance.resource
+        return as_dict(instance.extra.get('section')) or instance.resource
 
     def _say(self, section: Mapping[str, Any], cloud: Optional[Cloud], said: str) -> str:
         return self.cloud_said(section, cloud.secret.hide(said) if cloud else said)
@@ -536,7 +470,7 @@ class NovaHandler(ResourceHandler):
         except (CloudError, AuthError):
             raise
         except Refusal as exc:
-            raise CloudError(self._say(section, cloud, f'{doing}: {_text(exc, 600, secret)}')) from None
+            raise CloudError(self._say(section, cloud, f'{doing}: {one_line(exc, 600, secret)}')) from None
         except Answer as exc:
             raise self._refused(section, cloud, doing, exc.status, exc.message, busy) from None
         except nova_exceptions.ClientException as exc:
@@ -547,23 +481,23 @@ class NovaHandler(ResourceHandler):
             raise self._refused(section, cloud, doing, exc.http_status or 0, exc.message or '', busy) from None
         except ks.EndpointNotFound as exc:
             raise CloudError(self._say(section, cloud, f'{doing}: the service catalog has no such endpoint '
-                                                       f'(check region_name): {_text(exc, secret=secret)}')) from None
+                                                       f'(check region_name): {one_line(exc, secret=secret)}')) from None
         except ks.SSLError as exc:
-            raise CloudError(self._say(section, cloud, f'{doing}: TLS failed: {_text(exc, secret=secret)}')) from None
+            raise CloudError(self._say(section, cloud, f'{doing}: TLS failed: {one_line(exc, secret=secret)}')) from None
         except ks.ConnectionError as exc:
-            unsent = _unsent(exc)
+            unsent = never_sent(exc)
             raise TransientCloudError(self._say(section, cloud, f'{doing}: cannot reach the cloud: '
-                                                                f'{_text(exc, secret=secret)}'),
+                                                                f'{one_line(exc, secret=secret)}'),
                                       unsent=unsent) from None
         except ks.ClientException as exc:
-            raise CloudError(self._say(section, cloud, f'{doing}: {_text(exc, secret=secret)}')) from None
+            raise CloudError(self._say(section, cloud, f'{doing}: {one_line(exc, secret=secret)}')) from None
         except Exception as exc:  # noqa: BLE001 - a hostile answer must not escape as a traceback
             raise CloudError(self._say(section, cloud, f'{doing}: the answer could not be used '
-                                                       f'({type(exc).__name__}: {_text(exc, secret=secret)})')) from None
+                                                       f'({type(exc).__name__}: {one_line(exc, secret=secret)})')) from None
 
     def _refused(self, section: Mapping[str, Any], cloud: Optional[Cloud], doing: str, status: int,
                  message: str, busy: bool = False) -> CloudError:
-        message = _text(message, secret=cloud.secret if cloud else None)
+        message = one_line(message, secret=cloud.secret if cloud else None)
         if status == 401:
             target = Spec.of(section).target
             if cloud is not None and cloud.secret.kind == 'application_credential':
@@ -706,7 +640,7 @@ class NovaHandler(ResourceHandler):
             network = cloud.external_network(spec.region, spec.floating_ip_pool)
         try:
             with self._errors(section, cloud, 'allocating a floating IP'):
-                fip = _dict(cloud.call('network', spec.region, 'POST', '/v2.0/floatingips', {'floatingip': {
+                fip = as_dict(cloud.call('network', spec.region, 'POST', '/v2.0/floatingips', {'floatingip': {
                     'floating_network_id': network, 'description': tags.description()}}).get('floatingip'))
         except TransientCloudError as exc:
             fip = self._lost(section, cloud, spec.region, exc, 'floating IP',
@@ -746,15 +680,15 @@ class NovaHandler(ResourceHandler):
                 self._given_up(request)
             pause = min(pause * 2, VOLUME_POLL[1]) if volume else pause
             with self._errors(section, cloud, 'waiting for the boot volume'):
-                volume = _dict(_dict(cloud.call('volumev3', spec.region, 'GET',
-                                                f'/volumes/{_id(made.volume_id)}')).get('volume'))
+                volume = as_dict(as_dict(cloud.call('volumev3', spec.region, 'GET',
+                                                f'/volumes/{url_part(made.volume_id)}')).get('volume'))
 
     def _new_volume(self, request: CreateRequest, cloud: Cloud, spec: Spec, tags: Tags) -> Dict[str, Any]:
         section = request.resource
         size = spec.volume_size or 0
         with self._errors(section, cloud, f'looking up the image {spec.image_id}'):
             if size == 0:  # the image's own size
-                image = cloud.call('image', spec.region, 'GET', f'/v2/images/{_id(spec.image_id)}', gone_ok=True)
+                image = cloud.call('image', spec.region, 'GET', f'/v2/images/{url_part(spec.image_id)}', gone_ok=True)
                 if image is None:
                     raise CloudError(self._say(section, cloud, f'Image {spec.image_id} could not be found '
                                                                '(image_id)'))
@@ -763,7 +697,7 @@ class NovaHandler(ResourceHandler):
         metadata = dict(tags.metadata(), **({META_PERSIST: 'true'} if spec.volume_persist else {}))
         try:
             with self._errors(section, cloud, 'creating the boot volume'):
-                return _dict(cloud.call('volumev3', spec.region, 'POST', '/volumes', {'volume': {
+                return as_dict(cloud.call('volumev3', spec.region, 'POST', '/volumes', {'volume': {
                     'size': size, 'imageRef': spec.image_id, 'metadata': metadata,
                     'name': f'{spec.server_name or request.vm_name}-boot',
                 }}).get('volume'))
@@ -805,22 +739,22 @@ class NovaHandler(ResourceHandler):
         still in use is a transient error (the engine tries the drop again)."""
         if made.server_id:
             with self._errors(section, cloud, f'deleting the server {made.server_id}', busy=True):
-                cloud.call('compute', region, 'DELETE', f'/servers/{_id(made.server_id)}', gone_ok=True)
+                cloud.call('compute', region, 'DELETE', f'/servers/{url_part(made.server_id)}', gone_ok=True)
         if made.floating_ip_id:
             with self._errors(section, cloud, f'releasing the floating IP {made.floating_ip_id}', busy=True):
-                cloud.call('network', region, 'DELETE', f'/v2.0/floatingips/{_id(made.floating_ip_id)}', gone_ok=True)
+                cloud.call('network', region, 'DELETE', f'/v2.0/floatingips/{url_part(made.floating_ip_id)}', gone_ok=True)
         if not made.volume_id or made.volume_persist:
             return
         deadline = time.monotonic() + wait
         while True:
             with self._errors(section, cloud, f'deleting the volume {made.volume_id}', busy=True):
-                found = cloud.call('volumev3', region, 'GET', f'/volumes/{_id(made.volume_id)}', gone_ok=True)
-                volume = _dict(_dict(found).get('volume'))
-                if found is None or _dict(volume.get('metadata')).get(META_PERSIST) == 'true':
+                found = cloud.call('volumev3', region, 'GET', f'/volumes/{url_part(made.volume_id)}', gone_ok=True)
+                volume = as_dict(as_dict(found).get('volume'))
+                if found is None or as_dict(volume.get('metadata')).get(META_PERSIST) == 'true':
                     return
                 status = volume.get('status')
                 if status not in VOLUME_BUSY:
-                    cloud.call('volumev3', region, 'DELETE', f'/volumes/{_id(made.volume_id)}', gone_ok=True)
+                    cloud.call('volumev3', region, 'DELETE', f'/volumes/{url_part(made.volume_id)}', gone_ok=True)
                     return
             if time.monotonic() >= deadline:
                 raise TransientCloudError(self._say(section, cloud, f'the volume {made.volume_id} is still '
@@ -882,9 +816,9 @@ class NovaHandler(ResourceHandler):
         if status == 'ACTIVE':
             return ResourceStatus(RUNNING, addresses, private)
         if status == 'ERROR':
-            fault = _dict(server.get('fault')).get('message')
+            fault = as_dict(server.get('fault')).get('message')
             return ResourceStatus(FAILED, addresses, private, self._say(
-                section, cloud, f'the server went into ERROR: {_text(fault, secret=cloud.secret) if fault else "Nova gave no reason"}'))
+                section, cloud, f'the server went into ERROR: {one_line(fault, secret=cloud.secret) if fault else "Nova gave no reason"}'))
         if status in SHUTDOWN_STATUSES:
             return ResourceStatus(SHUTDOWN, addresses, private, self._say(
                 section, cloud, f'{SHUTDOWN_STATUSES[status]} ({status})'))
@@ -933,7 +867,7 @@ class NovaHandler(ResourceHandler):
                     section, cloud, 'the server is ACTIVE but has no port for its floating IP yet'))
             try:
                 with self._errors(section, cloud, f'associating the floating IP {floating}'):
-                    fip = _dict(cloud.call('network', region, 'PUT', f"/v2.0/floatingips/{_id(fip['id'])}",
+                    fip = as_dict(cloud.call('network', region, 'PUT', f"/v2.0/floatingips/{url_part(fip['id'])}",
                                            {'floatingip': {'port_id': ports[0]['id']}}).get('floatingip'))
             except TransientCloudError as exc:
                 return ResourceStatus(PENDING, addresses, private, str(exc))
@@ -975,34 +909,34 @@ class NovaHandler(ResourceHandler):
         region, keep = spec.region, dict(section)
         with self._errors(section, cloud, 'looking for the servers of the infrastructure'):
             servers = [s for s in cloud.listing('compute', region, '/servers/detail', 'servers')
-                       if _dict(s.get('metadata')).get(META_INFRA_ID) == infra_id]
+                       if as_dict(s.get('metadata')).get(META_INFRA_ID) == infra_id]
         with self._errors(section, cloud, 'looking for the volumes of the infrastructure'):
             volumes = [v for v in cloud.listing('volumev3', region, '/volumes/detail', 'volumes')
-                       if _dict(v.get('metadata')).get(META_INFRA_ID) == infra_id
-                       and _dict(v.get('metadata')).get(META_PERSIST) != 'true'
+                       if as_dict(v.get('metadata')).get(META_INFRA_ID) == infra_id
+                       and as_dict(v.get('metadata')).get(META_PERSIST) != 'true'
                        ] if cloud.offers('volumev3', region) else []
         with self._errors(section, cloud, 'looking for the floating IPs of the infrastructure'):
             fips = [f for f in cloud.listing('network', region, '/v2.0/floatingips', 'floatingips')
                     if Tags.owner(f.get('description'), infra_id)] if cloud.offers('network', region) else []
         result, by_node = [], {}
         for server in servers:
-            meta = _dict(server.get('metadata'))
-            entry = Found(server['id'], _text(meta.get(META_NODE_ID), 80) or None,
-                          _text(meta.get(META_NODE), 80) or None, keep,
+            meta = as_dict(server.get('metadata'))
+            entry = Found(server['id'], one_line(meta.get(META_NODE_ID), 80) or None,
+                          one_line(meta.get(META_NODE), 80) or None, keep,
                           {'kind': SERVER, 'section': keep}, 'server')
             result.append(entry)
             if entry.node_id:
                 by_node[entry.node_id] = entry
         attached = {s['id']: _attached(s) for s in servers}
         for volume in volumes:
-            meta = _dict(volume.get('metadata'))
+            meta = as_dict(volume.get('metadata'))
             owner = by_node.get(str(meta.get(META_NODE_ID)))
             if owner is not None and 'volume_id' not in owner.extra and \
                     volume['id'] in (attached[owner.instance_id] or [volume['id']]):
                 owner.extra['volume_id'] = volume['id']
                 continue
-            result.append(Found(volume['id'], _text(meta.get(META_NODE_ID), 80) or None,
-                                _text(meta.get(META_NODE), 80) or None, keep,
+            result.append(Found(volume['id'], one_line(meta.get(META_NODE_ID), 80) or None,
+                                one_line(meta.get(META_NODE), 80) or None, keep,
                                 {'kind': VOLUME, 'section': keep}, 'volume'))
         for fip in fips:
             node_id = Tags.owner(fip.get('description'), infra_id)
@@ -1010,8 +944,8 @@ class NovaHandler(ResourceHandler):
             if owner is not None and 'floating_ip_id' not in owner.extra:
                 owner.extra.update(floating_ip_id=fip['id'])
                 continue
-            address = _text(fip.get('floating_ip_address') or '', 64)
-            result.append(Found(fip['id'], _text(node_id, 80), None, keep,
+            address = one_line(fip.get('floating_ip_address') or '', 64)
+            result.append(Found(fip['id'], one_line(node_id, 80), None, keep,
                                 {'kind': FLOATING_IP, 'section': keep},
                                 f'floating IP {address}'.strip()))
         return result
@@ -1019,23 +953,18 @@ class NovaHandler(ResourceHandler):
 
 def _attached(server: Mapping[str, Any]) -> List[str]:
     """The ids of the volumes a server (as listed) has attached."""
-    return [str(_dict(v).get('id')) for v in _list(server.get('os-extended-volumes:volumes_attached'))]
+    return [str(as_dict(v).get('id')) for v in as_list(server.get('os-extended-volumes:volumes_attached'))]
 
 
 def _tagged(item: Mapping[str, Any], tags: 'Tags') -> bool:
     """Whether a listed server or volume carries the metadata of ``tags``' node instance."""
-    meta = _dict(item.get('metadata'))
+    meta = as_dict(item.get('metadata'))
     return meta.get(META_INFRA_ID) == tags.infra_id[:255] and meta.get(META_NODE_ID) == tags.node_id[:255]
 
 
 def _oldest_first(items: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Listed servers, volumes or floating IPs, the oldest first (by their creation time)."""
     return sorted(items, key=lambda i: (str(i.get('created') or i.get('created_at') or ''), i['id']))
-
-
-def _id(value: Any) -> str:
-    """An id as one path segment (or query value) of a URL."""
-    return quote(str(value), safe='')
 
 
 def _whole(value: Any) -> int:

@@ -376,7 +376,7 @@ class Occopus:
                    if not isinstance(exc, Exception) else
                    f'Error occurred ({describe_error(exc)}), tearing down the infrastructure')
             try:
-                self._tear_down(executor, report)
+                self._tear_down(executor, report, fresh=True)
                 report('The partially built infrastructure has been torn down.')
                 return
             except (StoreError, LeaseLost) as failure:
@@ -490,15 +490,20 @@ class Occopus:
             raise BuildError(failures, note='its replacement is ready; occopus-manage drops the '
                              'surplus instance')
 
-    def _tear_down(self, executor: Executor, report: Warn, forget_unreachable: bool = False) -> None:
-        """Drop every instance of the infrastructure and forget it; if some cannot be dropped,
-        keep their records (and the infrastructure) so that destroy can try again."""
+    def _tear_down(self, executor: Executor, report: Warn, forget_unreachable: bool = False,
+                   fresh: bool = False) -> None:
+        """Drop every instance of the infrastructure and forget it, also on the config
+        managers that keep something per infrastructure (on those this run reached, for the
+        rollback of a ``fresh`` build; on every one it uses, otherwise); if something cannot
+        be dropped, keep the records (and the infrastructure) so that destroy can try again."""
         store, infra_id = executor.store, executor.infra_id
         # Creates this process gave up on may still return: wait for them (what they made is
         # dropped as they return), then look for anything of the infrastructure by its tags.
         out = executor.calls.wait_abandoned(self.config.call_timeout)
-        failures = executor.drop_all(_instances(store.instances(infra_id)), everything=True,
-                                     forget_unasked=forget_unreachable)
+        records = _instances(store.instances(infra_id))
+        failures = executor.drop_all(records, everything=True, forget_unasked=forget_unreachable)
+        if not failures:
+            failures = executor.forget_config(records, everything=not fresh)
         if out:
             failures.append(Failure('', None, f'{out} create call(s) given up on had not returned '
                                     f'after {self.config.call_timeout:g} s; what they make is '
@@ -835,6 +840,7 @@ def check_credentials(graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition],
     ambiguously).  Sections with templates are left to the create call, which sees them
     rendered."""
     for node in graph.nodes.values():
+        _check_manager_credentials(graph, node, nodedefs, auth)
         missing = []
         for index in node.candidates:
             section = nodedefs[node.type].implementations[index].resource
@@ -853,6 +859,30 @@ def check_credentials(graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition],
             if missing:
                 raise AuthError(f"node '{node.name}': {missing[0].message}",
                                 source=graph.source, line=node.line)
+
+
+def _check_manager_credentials(graph: InfraGraph, node: Any,
+                               nodedefs: Mapping[str, NodeDefinition], auth: AuthData) -> None:
+    """:raises AuthError: naming the node, if none of its implementations can get the
+    credentials its config manager needs from the ``config_management`` entries of the auth
+    data (as :func:`check_credentials` for clouds)."""
+    missing = None
+    for index in node.candidates:
+        section = nodedefs[node.type].implementations[index].config_management
+        cls = plugins.plugin_class(plugins.CONFIG_MANAGERS, (section or {}).get('type', 'dummy'))
+        if not section or not getattr(cls, 'needs_credentials', False) or any(
+                is_template(value) for _, value in string_leaves(section)):
+            return
+        try:
+            found = auth.find('config_management', section)
+        except AuthError as exc:
+            raise AuthError(f"node '{node.name}': {exc.message}", source=exc.source) from None
+        if found is not None:
+            return
+        missing = missing or cls.no_credentials(section)
+    if missing is not None:
+        raise AuthError(f"node '{node.name}': {missing.message}", source=graph.source,
+                        line=node.line)
 
 
 def resources_of(graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition]

@@ -44,6 +44,7 @@ from occo.errors import (BuildError, CallTimeout, CloudError, ConfigError, Lease
 from occo.instances import (CloudState, Health, Instance, Judgement, ResourceStatus, State,
                             Verdict, create_timeout, judge)
 from occo.plugins.base import string_leaves
+from occo.plugins.configmanagers.base import ConfigManager, Registration
 from occo.placement import Placer, counts_against
 from occo.plugins.resources.base import CreateRequest, Created
 from occo.resolution import Address, Resolver
@@ -154,6 +155,11 @@ class Executor:
         #: node ids whose create call the cloud refused for good, or never received: nothing
         #: was made for them (see :func:`made_nothing`)
         self.refused: set = set()
+        #: node ids whose registration with their config manager was refused for good or
+        #: never sent: it left nothing to drop there
+        self.unregistered: set = set()
+        #: config-manager sections this run's registrations may have reached, by key
+        self.touched: Dict[str, Tuple[str, Dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._halted = threading.Event()
         live: Dict[str, Dict[int, int]] = {}
@@ -425,8 +431,7 @@ class Executor:
         """Create one recorded, resolved instance (in a worker); returns it if the cloud says
         it is ready at once, else None (the monitor waits for it)."""
         node, node_id = instance.node, instance.node_id
-        self.runtime.config_manager(resolved.config_manager_type).prepare(
-            self.infra_id, node, node_id, resolved.config_management)
+        self._prepare(instance, resolved)
         handler = self.runtime.handler(resolved.resource_type)
         timeout = create_timeout(instance, self.create_timeout)
         instance.created_at = round(time.time(), 3)  # the create timeout counts from the call
@@ -487,6 +492,83 @@ class Executor:
             self.report(f'{instance.short}: created {created.instance_id} on {handler.type}; '
                         'waiting for it to become ready')
         return ready
+
+    def _prepare(self, instance: Instance, resolved: Any) -> None:
+        """Register the instance with its config manager (bounded, retried) before its
+        resource is created.  Remembers the services it may have reached (a rolled-back build
+        forgets the infrastructure there) and the instances it certainly left nothing for."""
+        manager = self.runtime.config_manager(resolved.config_manager_type)
+        section = dict(resolved.config_management or {})
+        registration = Registration(
+            infra_id=self.infra_id, infra_name=self.graph.infra_name, node=instance.node,
+            node_id=instance.node_id, section=section,
+            attributes=copy.deepcopy(resolved.context.attributes or {}),
+            connections=copy.deepcopy(resolved.connections))
+        reached = threading.Event()
+
+        def attempt() -> None:
+            try:
+                manager.prepare(registration)
+            except BaseException as exc:
+                if not made_nothing(exc):
+                    reached.set()
+                raise
+            reached.set()
+        self._check_lease()
+        try:
+            self._call(f'the registration with {manager.type}', instance, attempt,
+                       handler=manager, resource=section, seconds_=self.call_timeout,
+                       limit=f'call_timeout ({seconds(self.call_timeout)})')
+        except BaseException as exc:
+            if made_nothing(exc) and not reached.is_set():
+                with self._lock:
+                    self.unregistered.add(instance.node_id)
+            raise
+        finally:
+            if reached.is_set() and manager.keeps_infra:
+                with self._lock:
+                    self.touched[_section_key(manager.type, section)] = (manager.type, section)
+
+    def forget_config(self, records: Mapping[str, Instance], *, everything: bool) -> List[Failure]:
+        """Tell the config managers that keep something per infrastructure (Chef's
+        environment and roles) to forget this one: on the services this run's registrations
+        reached and, with ``everything`` (a destroy), on every service of ``records``' and of
+        the graph's implementations.  Returns what could not be forgotten."""
+        with self._lock:
+            sections = dict(self.touched)
+        if everything:
+            found = [i.config_management for i in records.values() if i.config_management]
+            for node in self.graph.nodes.values():
+                for index in node.candidates:
+                    try:
+                        impl = self.resolver.implementation(node.name, index)
+                        found.append(impl.config_management)
+                    except (KeyError, IndexError):
+                        continue
+            for section in found:
+                cm_type = (section or {}).get('type', 'dummy')
+                if section and not any(is_template(v) for _, v in string_leaves(section)) and \
+                        getattr(plugins.plugin_class(plugins.CONFIG_MANAGERS, cm_type),
+                                'keeps_infra', False):
+                    sections.setdefault(_section_key(cm_type, section), (cm_type, dict(section)))
+        by_service: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+        for cm_type, section in sections.values():
+            manager = self.runtime.config_manager(cm_type)
+            by_service.setdefault((cm_type, manager.endpoint(section)), []).append(section)
+        failures = []
+        for (cm_type, endpoint), group in sorted(by_service.items()):
+            manager = self.runtime.config_manager(cm_type)
+            try:
+                self._call(f'forgetting the infrastructure on {cm_type}', None,
+                           lambda: manager.forget_infra(self.infra_id, group), handler=manager,
+                           resource=group[0], seconds_=self.call_timeout,
+                           limit=f'call_timeout ({seconds(self.call_timeout)})')
+            except Exception as exc:  # noqa: BLE001 - reported and kept for a later destroy
+                reason = (f'what {cm_type} keeps for the infrastructure could not be removed: '
+                          f'{describe_error(exc)}')
+                self.report(f'warning: {reason}')
+                failures.append(Failure('', None, reason))
+        return failures
 
     def _drop_late(self, handler: Any, instance: Instance, created: Created) -> None:
         """A create the engine stopped waiting for returned after all: drop what it made."""
@@ -680,7 +762,13 @@ class Executor:
                        handler=handler, resource=instance.resource, seconds_=self.call_timeout,
                        limit=f'call_timeout ({seconds(self.call_timeout)})')
         cm_type = (instance.config_management or {}).get('type', 'dummy')
-        self.runtime.config_manager(cm_type).drop(instance)
+        manager = self.runtime.config_manager(cm_type)
+        if instance.node_id not in self.unregistered and \
+                type(manager).drop is not ConfigManager.drop:
+            self._call(f'the drop call on {manager.type}', instance, lambda: manager.drop(instance),
+                       handler=manager, resource=instance.config_management,
+                       seconds_=self.call_timeout,
+                       limit=f'call_timeout ({seconds(self.call_timeout)})')
         with self._lock:
             self.journal.pop(instance.node_id, None)
 
@@ -797,6 +885,10 @@ class Executor:
                 failures.append(Failure(instance.node, instance.node_id,
                                         f'could not be dropped: {describe_error(exc)}'))
         return failures
+
+
+def _section_key(cm_type: str, section: Mapping[str, Any]) -> str:
+    return json.dumps([cm_type, section], sort_keys=True, default=str)
 
 
 def made_nothing(exc: BaseException) -> bool:

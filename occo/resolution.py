@@ -152,6 +152,8 @@ class Resolved:
     context: RenderedContext
     config_management: Optional[Dict[str, Any]]
     health_check: Dict[str, Any] = field(default_factory=dict)
+    #: what its inbound mappings give a config manager (see :func:`connections`)
+    connections: List[Dict[str, Any]] = field(default_factory=list)
 
     @property
     def resource_type(self) -> str:
@@ -160,6 +162,20 @@ class Resolved:
     @property
     def config_manager_type(self) -> str:
         return (self.config_management or {}).get('type', 'dummy')
+
+
+def connections(infra_id: str, mappings: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    """The original's ``attributes.connections`` of a node from its ``mappings``
+    (:meth:`~occo.compiler.InfraGraph.mappings`): one entry per inbound attribute mapping,
+    ``{source_role: '<infra_id>_<dependee>', source_attribute, destination_attribute}``."""
+    found = []
+    for dependee, items in (mappings.get('inbound') or {}).items():
+        for item in items or ():
+            pair = item.get('attributes') if isinstance(item, Mapping) else item
+            if isinstance(pair, (list, tuple)) and len(pair) == 2:
+                found.append({'source_role': f'{infra_id}_{dependee}',
+                              'source_attribute': pair[0], 'destination_attribute': pair[1]})
+    return found
 
 
 def implementation_of(graph: Any, nodedefs: Mapping[str, Any], node: str, index: int) -> Any:
@@ -211,10 +227,12 @@ class Resolver:
         graph_node = self.graph.nodes[node]
         index = self.choose(node) if index is None else index
         impl = self.implementation(node, index)
+        mappings = self.graph.mappings(node)
+        links = connections(self.graph.infra_id, mappings)  # before a template can touch them
         context = template_context(
             infra_id=self.graph.infra_id, infra_name=self.graph.infra_name,
             user_id=self.graph.user_id, node=graph_node, node_id=node_id, implementation=impl,
-            mappings=self.graph.mappings(node), helpers=self.helpers(),
+            mappings=mappings, helpers=self.helpers(),
             sections=self._sections(impl))
 
         def renderer(section: str) -> Callable[..., str]:
@@ -246,6 +264,7 @@ class Resolver:
             raise TemplateError(f"node '{node}': contextualisation.{exc.message}") from None
         return Resolved(node=node, node_id=node_id, implementation=index, resource=resource,
                         context=rendered, config_management=config_management,
-                        health_check=dict(impl.health_check or {}))
+                        health_check=dict(impl.health_check or {}),
+                        connections=links)
 
 

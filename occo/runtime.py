@@ -4,7 +4,9 @@ Plugins are looked up by name in the registry and instantiated once per run (han
 clients and connections), shared by the executor's threads.  Each resource handler gets a
 typed :class:`~occo.plugins.resources.base.HandlerContext`: its own settings section of the
 configuration, its credentials, a logger and -- for emulated clouds -- a registry of their
-resources; never the store itself.
+resources; never the store itself.  Each config manager gets a
+:class:`~occo.plugins.configmanagers.base.ManagerContext` (its credentials from the
+``config_management`` part of the auth data, a logger, the call time-out).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any, Callable, Dict, Mapping, Optional
 from occo import plugins
 from occo.config import AuthData, Config
 from occo.errors import ConfigError, OccoError
-from occo.plugins.configmanagers.base import ConfigManager
+from occo.plugins.configmanagers.base import ConfigManager, ManagerContext
 from occo.plugins.resources.base import HandlerContext, ResourceHandler
 from occo.store import CloudRegistry, Store
 
@@ -47,6 +49,13 @@ class Runtime:
                               log=logging.getLogger(f'occo.resources.{name}'),
                               registry=self._registry)
 
+    def _manager_context(self, name: str) -> ManagerContext:
+        def credentials(section: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+            return self.auth.find('config_management', section)
+        return ManagerContext(credentials=credentials,
+                              log=logging.getLogger(f'occo.configmanagers.{name}'),
+                              call_timeout=self.config.call_timeout)
+
     def _instance(self, group: str, name: str) -> Any:
         with self._lock:
             if (group, name) not in self._plugins:
@@ -54,7 +63,8 @@ class Runtime:
                 if cls is None:
                     raise OccoError(f"no plugin '{name}' in {group} (installed: "
                                     f"{', '.join(plugins.plugin_names(group))})")
-                ctx = self._context(name) if group == plugins.RESOURCES else None
+                ctx = (self._context(name) if group == plugins.RESOURCES
+                       else self._manager_context(name))
                 self._plugins[group, name] = cls(ctx)
             return self._plugins[group, name]
 

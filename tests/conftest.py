@@ -39,7 +39,7 @@ USER = 'occotest'
 # Cloud peers (moto_server, the Keystone/Nova peer, podman's Docker API): session fixtures,
 # started once per test process when a test asks for them.
 pytest_plugins = ['peer_ec2', 'peer_nova', 'peer_docker', 'peer_rest', 'peer_cloudsigma',
-                  'peer_cloudbroker']
+                  'peer_cloudbroker', 'peer_chef']
 
 
 #: Modules whose tests run against each kind of Redis (``topology``): one server, a primary

@@ -498,6 +498,8 @@ class Executor:
         resource is created.  Remembers the services it may have reached (a rolled-back build
         forgets the infrastructure there) and the instances it certainly left nothing for."""
         manager = self.runtime.config_manager(resolved.config_manager_type)
+        if type(manager).prepare is ConfigManager.prepare:
+            return  # nothing to register (dummy, puppet_solo): no call, no thread
         section = dict(resolved.config_management or {})
         registration = Registration(
             infra_id=self.infra_id, infra_name=self.graph.infra_name, node=instance.node,

@@ -39,7 +39,6 @@ parsed and raw), the calls counted, the faults served, and requests no route kne
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import re
@@ -47,7 +46,9 @@ import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from peerhttp import ThreadedPeer, serve
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 from xml.etree import ElementTree
@@ -379,46 +380,23 @@ ROUTES = [(verb, re.compile(pattern), action) for verb, pattern, action in [
 ]]
 
 
-class CloudBrokerPeer:
+class CloudBrokerPeer(ThreadedPeer):
     """The peer in a thread of this process (``with CloudBrokerPeer() as peer: peer.url``)."""
+
+    name = 'cloudbrokerpeer'
 
     def __init__(self, host: str = '127.0.0.1', port: int = 0, verbose: bool = False) -> None:
         self.platform = Platform()
-        handler = type('PeerHandler', (Handler,), {'platform': self.platform, 'verbose': verbose})
-        self.server = ThreadingHTTPServer((host, port), handler)
-        self.server.daemon_threads = True
-        self.url = f'http://{host}:{self.server.server_address[1]}'
-        self.thread = threading.Thread(target=self.server.serve_forever, name='cloudbrokerpeer',
-                                       daemon=True)
-
-    def __enter__(self) -> 'CloudBrokerPeer':
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(type('PeerHandler', (Handler,), {'platform': self.platform,
+                                                          'verbose': verbose}), host, port)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description='A small CloudBroker platform (its XML instance '
-                                                 'calls) for trying the cloudbroker resource '
-                                                 'handler.')
-    parser.add_argument('--host', default='127.0.0.1',
-                        help='address to listen on (default: 127.0.0.1)')
-    parser.add_argument('--port', type=int, default=0, help='port (default: a free one)')
-    parser.add_argument('--verbose', action='store_true', help='log every request on stderr')
-    args = parser.parse_args(argv)
-    peer = CloudBrokerPeer(args.host, args.port, args.verbose)
-    print(f'cloudbrokerpeer listening on {peer.url}/ (email {DEMO[0]}, password {DEMO[1]}; '
-          f'deployments: {", ".join(DEPLOYMENTS)})', flush=True)
-    try:
-        peer.server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        peer.server.server_close()
-    return 0
+    return serve('A small CloudBroker platform (its XML instance calls) for trying the '
+                 'cloudbroker resource handler.', CloudBrokerPeer,
+                 lambda peer: f'cloudbrokerpeer listening on {peer.url}/ (email {DEMO[0]}, '
+                              f'password {DEMO[1]}; deployments: {", ".join(DEPLOYMENTS)})',
+                 argv)
 
 
 if __name__ == '__main__':

@@ -45,7 +45,6 @@ and the calls counted; ``POST /_peer/reset`` forgets everything.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import re
@@ -53,7 +52,9 @@ import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from peerhttp import ThreadedPeer, serve
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
@@ -616,47 +617,26 @@ class Handler(BaseHTTPRequestHandler):
         return cls._routes
 
 
-class CloudSigmaPeer:
+class CloudSigmaPeer(ThreadedPeer):
     """The peer in a thread of this process (``with CloudSigmaPeer() as peer: peer.url``)."""
+
+    name = 'cloudsigmapeer'
 
     def __init__(self, host: str = '127.0.0.1', port: int = 0, verbose: bool = False) -> None:
         self.cloud = Cloud()
-        handler = type('PeerHandler', (Handler,), {'cloud': self.cloud, 'verbose': verbose})
-        self.server = ThreadingHTTPServer((host, port), handler)
-        self.server.daemon_threads = True
-        self.url = f'http://{host}:{self.server.server_address[1]}'
+        super().__init__(type('PeerHandler', (Handler,), {'cloud': self.cloud,
+                                                          'verbose': verbose}), host, port)
         self.api = f'{self.url}/api/2.0/'
-        self.thread = threading.Thread(target=self.server.serve_forever, name='cloudsigmapeer',
-                                       daemon=True)
 
-    def __enter__(self) -> 'CloudSigmaPeer':
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def release(self) -> None:
         self.cloud.reset()  # releases held answers
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description='A small CloudSigma API 2.0 for trying the '
-                                                 'cloudsigma resource handler.')
-    parser.add_argument('--host', default='127.0.0.1',
-                        help='address to listen on (default: 127.0.0.1)')
-    parser.add_argument('--port', type=int, default=0, help='port (default: a free one)')
-    parser.add_argument('--verbose', action='store_true', help='log every request on stderr')
-    args = parser.parse_args(argv)
-    peer = CloudSigmaPeer(args.host, args.port, args.verbose)
-    print(f'cloudsigmapeer listening on {peer.api} (email {DEMO[0]}, password {DEMO[1]}, '
-          f'libdrive_id {LIBDRIVE_ID})', flush=True)
-    try:
-        peer.server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        peer.server.server_close()
-    return 0
+    return serve('A small CloudSigma API 2.0 for trying the cloudsigma resource handler.',
+                 CloudSigmaPeer,
+                 lambda peer: f'cloudsigmapeer listening on {peer.api} (email {DEMO[0]}, '
+                              f'password {DEMO[1]}, libdrive_id {LIBDRIVE_ID})', argv)
 
 
 if __name__ == '__main__':

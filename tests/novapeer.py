@@ -46,7 +46,6 @@ everything.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import math
@@ -56,7 +55,9 @@ import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from peerhttp import ThreadedPeer, serve
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -856,43 +857,23 @@ class Handler(BaseHTTPRequestHandler):
         return cls._routes
 
 
-class NovaPeer:
+class NovaPeer(ThreadedPeer):
     """The peer in a thread of this process (``with NovaPeer() as peer: peer.url``)."""
+
+    name = 'novapeer'
 
     def __init__(self, host: str = '127.0.0.1', port: int = 0, verbose: bool = False) -> None:
         self.cloud = Cloud()
-        handler = type('PeerHandler', (Handler,), {'cloud': self.cloud, 'verbose': verbose})
-        self.server = ThreadingHTTPServer((host, port), handler)
-        self.server.daemon_threads = True
-        self.url = self.cloud.base_url = f'http://{host}:{self.server.server_address[1]}'
-        self.thread = threading.Thread(target=self.server.serve_forever, name='novapeer', daemon=True)
-
-    def __enter__(self) -> 'NovaPeer':
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(type('PeerHandler', (Handler,), {'cloud': self.cloud,
+                                                          'verbose': verbose}), host, port)
+        self.cloud.base_url = self.url
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description='A small Keystone v3 + Nova (+ Neutron, Cinder, '
-                                                 'Glance) for trying the nova resource handler.')
-    parser.add_argument('--host', default='127.0.0.1', help='address to listen on (default: 127.0.0.1)')
-    parser.add_argument('--port', type=int, default=0, help='port (default: a free one)')
-    parser.add_argument('--verbose', action='store_true', help='log every request on stderr')
-    args = parser.parse_args(argv)
-    peer = NovaPeer(args.host, args.port, args.verbose)
-    print(f'novapeer listening on {peer.url} (Keystone: {peer.url}/identity, user demo, '
-          'password demo-password)', flush=True)
-    try:
-        peer.server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        peer.server.server_close()
-    return 0
+    return serve('A small Keystone v3 + Nova (+ Neutron, Cinder, Glance) for trying the nova '
+                 'resource handler.', NovaPeer,
+                 lambda peer: f'novapeer listening on {peer.url} (Keystone: {peer.url}/identity, '
+                              'user demo, password demo-password)', argv)
 
 
 if __name__ == '__main__':

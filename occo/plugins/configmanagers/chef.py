@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from occo.errors import AuthError, CloudError, TransientCloudError
@@ -25,7 +26,10 @@ from occo.instances import State
 from occo.plugins.configmanagers.base import ConfigManager, Registration
 from occo.schema import KeySchema, Problem, expect_list
 
-READY_TIMEOUT = 10.0  # seconds at most for the question whether a node checked in
+READY_TIMEOUT = 5.0  # seconds at most for the question whether a node checked in
+#: seconds a server that did not answer that question is not asked again (the question is
+#: asked on the engine's monitor thread: a hung server must not hold it once per instance)
+READY_QUIET = 10.0
 AUTH_KEYS = ('client_name', 'client_key', 'sign_version')
 
 
@@ -40,6 +44,7 @@ class ChefConfigManager(ConfigManager):
         super().__init__(ctx)
         self._clients: Dict[Tuple[str, str], Any] = {}
         self._lock = threading.Lock()
+        self._quiet_until: Dict[str, float] = {}  # endpoint -> when to ask it again
 
     @classmethod
     def validate(cls, section: Mapping[str, Any]) -> Iterable[Optional[Problem]]:
@@ -169,10 +174,15 @@ class ChefConfigManager(ConfigManager):
         if record.state == State.READY:
             return True  # checked in once: a manage pass need not ask for every node again
         section = record.config_management or {}
+        endpoint = self.endpoint(section)
+        if time.monotonic() < self._quiet_until.get(endpoint, 0.0):
+            return False  # it failed to answer a moment ago: not ready as far as we know
         try:
             node = self._call(section, 'GET', f'nodes/{quoted(record.node_id)}', missing_ok=True,
                               timeout=min(READY_TIMEOUT, self.ctx.call_timeout))
         except Exception as exc:  # noqa: BLE001 - not ready as far as we can tell; asked again
+            if isinstance(exc, TransientCloudError) or not isinstance(exc, CloudError):
+                self._quiet_until[endpoint] = time.monotonic() + READY_QUIET
             self.ctx.log.warning("node '%s' (instance %s): %s", record.node, record.node_id[:8],
                                  exc if isinstance(exc, CloudError) else type(exc).__name__)
             return False

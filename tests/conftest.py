@@ -17,10 +17,9 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
-import redis
 
 from occo.localredis import LocalCluster, LocalSentinel, RedisServer
 from occo.store import client_factory, registry_key, registry_shard
@@ -38,7 +37,7 @@ USER = 'occotest'
 
 # Cloud peers (moto_server, the Keystone/Nova peer, podman's Docker API): session fixtures,
 # started once per test process when a test asks for them.
-pytest_plugins = ['peer_ec2', 'peer_nova', 'peer_docker', 'peer_rest', 'peer_cloudsigma',
+pytest_plugins = ['peer_ec2', 'peer_nova', 'peer_docker', 'peer_rest', 'peer_azure', 'peer_cloudsigma',
                   'peer_cloudbroker', 'peer_chef']
 
 
@@ -206,6 +205,38 @@ def processes_of(marker: str) -> List[int]:
     """Live (non-zombie) processes whose environment mentions ``marker`` (a local-backend
     instance carries OCCOPUS_INFRA_ID, OCCOPUS_NODE_ROOT under the test's HOME, ...)."""
     return [pid for pid, read in live_processes() if marker.encode() in read('environ')]
+
+
+def records(occo: 'Occo', infra_id: str) -> List[Dict[str, Any]]:
+    """The instance records of an infrastructure in Redis."""
+    return [json.loads(v) for v in occo.redis.hvals(f'{occo.prefix}{{{infra_id}}}:instances')]
+
+
+def failure_line(result: subprocess.CompletedProcess) -> str:
+    """The last line of a command that failed: exit code 1, no traceback."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert 'Traceback' not in result.stderr
+    return result.stderr.rstrip().splitlines()[-1]
+
+
+def chain_infra(occo: 'Occo', folder: Path, nodes: Dict[str, Dict[str, Any]],
+                name: str = 't') -> Path:
+    """Import one node type per node (``nodes``: node -> resource section; JSON is YAML) with
+    a small cloud-init, and write an infrastructure of them, each node depending on the one
+    before; returns the infrastructure file."""
+    definitions = {f'node_def:{node}': [{'resource': section, 'contextualisation': {
+        'type': 'cloudinit',
+        'context_template': f'#cloud-config\nwrite_files: [{{path: /tmp/{node}, content: hi}}]\n'}}]
+        for node, section in nodes.items()}
+    names = list(nodes)
+    text = f'infra_name: {name}\nuser_id: u\nnodes:\n' + ''.join(
+        f'  - {{name: {n}, type: {n}}}\n' for n in names)
+    if len(names) > 1:
+        text += 'dependencies:\n' + ''.join(f'  - [{b}, {a}]\n' for a, b in zip(names, names[1:]))
+    write(folder, {'nodes.yaml': json.dumps(definitions), 'infra.yaml': text})
+    imported = occo.run('occopus-import', folder / 'nodes.yaml')
+    assert imported.returncode == 0, imported.stderr
+    return folder / 'infra.yaml'
 
 
 def write(folder: Path, files: Dict[str, str]) -> Path:

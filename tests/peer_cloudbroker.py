@@ -8,15 +8,14 @@ leaves behind never touches another.
 """
 from __future__ import annotations
 
-import json
-import urllib.request
 import uuid
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List
 
 import pytest
 
 from cloudbrokerpeer import CloudBrokerPeer
+from peerhttp import PeerAdmin
 
 
 @dataclass(frozen=True)
@@ -25,18 +24,11 @@ class PeerAccount:
     password: str
 
 
-class PeerClient:
+class PeerClient(PeerAdmin):
     """The test's side of the peer: its URL and its admin API (``/_peer/...``)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-
-    def _call(self, method: str, path: str, body: Optional[Dict[str, Any]] = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f'{self.url}{path}', data=data, method=method,
-                                         headers={'Content-Type': 'application/json'})
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return json.loads(answer.read() or b'null')
 
     def account(self) -> PeerAccount:
         """A new account (its own instances and knobs)."""

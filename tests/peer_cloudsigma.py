@@ -8,16 +8,15 @@ behind never touches another.
 """
 from __future__ import annotations
 
-import json
 import threading
-import urllib.request
 import uuid
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator
 
 import pytest
 
 from cloudsigmapeer import CloudSigmaPeer
+from peerhttp import PeerAdmin
 
 
 @dataclass(frozen=True)
@@ -28,20 +27,13 @@ class Login:
     password: str
 
 
-class PeerClient:
+class PeerClient(PeerAdmin):
     """The test's side of the peer: its API base and its admin API (``/_peer/...``)."""
 
     def __init__(self, peer: CloudSigmaPeer) -> None:
         self._peer = peer
         self.url = peer.url
         self.api = peer.api  # http://127.0.0.1:PORT/api/2.0/
-
-    def _call(self, method: str, path: str, body: Optional[Dict[str, Any]] = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f'{self.url}{path}', data=data, method=method,
-                                         headers={'Content-Type': 'application/json'})
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return json.loads(answer.read() or b'null')
 
     def account(self) -> Login:
         """A new account of its own."""

@@ -7,29 +7,21 @@ one test configures (delays, errors, quotas) or leaves behind never touches anot
 """
 from __future__ import annotations
 
-import json
-import urllib.request
 import uuid
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator
 
 import pytest
 
 from novapeer import NovaPeer
+from peerhttp import PeerAdmin
 
 
-class PeerClient:
+class PeerClient(PeerAdmin):
     """The test's side of the peer: its Keystone URL and its admin API (``/_peer/...``)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.keystone = f'{url}/identity'
-
-    def _call(self, method: str, path: str, body: Optional[Dict[str, Any]] = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f'{self.url}{path}', data=data, method=method,
-                                         headers={'Content-Type': 'application/json'})
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return json.loads(answer.read() or b'null')
 
     def config(self, project: str, **settings: Any) -> None:
         """Set knobs for one project (build_delay, error, burst_503, quota_servers, ...)."""

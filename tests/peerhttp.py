@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import threading
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, List, Optional, Type
+from typing import Any, Callable, Dict, List, Optional, Type
 
 
 class ThreadedPeer:
@@ -55,3 +57,17 @@ def serve(description: str, make: Callable[[str, int, bool], ThreadedPeer],
     finally:
         peer.server.server_close()
     return 0
+
+
+class PeerAdmin:
+    """The test's side of a fake: its URL and its admin API (``/_peer/...``, JSON)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def _call(self, method: str, path: str, body: Optional[Dict[str, Any]] = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f'{self.url}{path}', data=data, method=method,
+                                         headers={'Content-Type': 'application/json'})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return json.loads(answer.read() or b'null')

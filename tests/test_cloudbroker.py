@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 import yaml
 
-from conftest import CORPUS, destroy_listing, write
+from conftest import CORPUS, destroy_listing, failure_line, records, write
 from occo.errors import CloudError, TransientCloudError
 from occo.instances import CloudState, Instance
 from occo.plugins.resources.base import CreateRequest, HandlerContext
@@ -56,9 +56,6 @@ def infra_id() -> str:
     return f'cb-{uuid.uuid4().hex[:12]}'
 
 
-def records(occo, infra: str) -> List[Dict[str, Any]]:
-    stored = occo.redis.hgetall(f'{occo.prefix}{{{infra}}}:instances')
-    return [json.loads(v) for v in stored.values()]
 
 
 def of_infra(instances: List[Dict[str, Any]], infra: str) -> List[Dict[str, Any]]:
@@ -77,11 +74,6 @@ def assert_rolled_back(occo, peer: PeerClient, account: PeerAccount, infra: str,
     assert occo.infra_keys(infra) == [], output
 
 
-def failure_line(result) -> str:
-    """The last line of a failed build: exit code 1, no traceback."""
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert 'Traceback' not in result.stderr
-    return result.stderr.rstrip().splitlines()[-1]
 
 
 def node_error(endpoint: str, said: str) -> str:

@@ -5,7 +5,6 @@ each with a full rollback, throttling, lost and hostile answers, seen as a user 
 from __future__ import annotations
 
 import base64
-import json
 import re
 import shutil
 from pathlib import Path
@@ -15,7 +14,9 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from cloudsigmapeer import CDROM_ID, FIREWALL_POLICY_ID, LIBDRIVE_ID, PUBKEY_ID
-from conftest import CORPUS, destroy_listing, kill_build_when, write
+from conftest import (CORPUS, chain_infra, destroy_listing, failure_line, kill_build_when,
+                      records, write)
+from test_build import built_id
 from occo.errors import AuthError, CloudError, TransientCloudError
 from occo.instances import CloudState, Instance
 from occo.plugins.resources.base import CreateRequest, HandlerContext
@@ -39,27 +40,8 @@ def resource(peer, **keys: Any) -> Dict[str, Any]:
     return {k: v for k, v in section.items() if v is not None}
 
 
-def infra(occo, folder: Path, nodes: Dict[str, Dict[str, Any]]) -> Path:
-    """Import one node type per node (JSON is YAML) and write an infrastructure of them, each
-    node depending on the one before; returns the infrastructure file."""
-    definitions = {f'node_def:{node}': [{'resource': section, 'contextualisation': {
-        'type': 'cloudinit',
-        'context_template': f'#cloud-config\nwrite_files: [{{path: /tmp/{node}, content: hi}}]\n'}}]
-        for node, section in nodes.items()}
-    names = list(nodes)
-    text = 'infra_name: t\nuser_id: u\nnodes:\n' + ''.join(
-        f'  - {{name: {n}, type: {n}}}\n' for n in names)
-    if len(names) > 1:
-        text += 'dependencies:\n' + ''.join(f'  - [{b}, {a}]\n' for a, b in zip(names, names[1:]))
-    write(folder, {'nodes.yaml': json.dumps(definitions), 'infra.yaml': text})
-    imported = occo.run('occopus-import', folder / 'nodes.yaml')
-    assert imported.returncode == 0, imported.stderr
-    return folder / 'infra.yaml'
 
 
-def built(result) -> str:
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1]
 
 
 def left(peer, login) -> Dict[str, List[Any]]:
@@ -68,14 +50,8 @@ def left(peer, login) -> Dict[str, List[Any]]:
     return {kind: state[kind] for kind in ('servers', 'drives') if state[kind]}
 
 
-def last_error(result) -> str:
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert 'Traceback' not in result.stderr
-    return result.stderr.strip().splitlines()[-1]
 
 
-def records(occo, infra_id: str) -> List[Dict[str, Any]]:
-    return [json.loads(v) for v in occo.redis.hvals(f'{occo.prefix}{{{infra_id}}}:instances')]
 
 
 def assert_rolled_back(occo, peer, login, infra_id: str, *outputs: str) -> None:
@@ -123,7 +99,7 @@ def test_cloudsigma_ping_tutorial_builds_reports_and_destroys(occo, tmp_path, pe
     folder = tutorial(tmp_path, endpoint)
     assert occo.run('occopus-import', folder / 'nodes' / 'node_definitions.yaml').returncode == 0
     result = occo.run('occopus-build', '--listips', folder / 'infra-cloudsigma-ping.yaml')
-    infra_id = built(result)
+    infra_id = built_id(result)
 
     state = peer.state(login)
     servers = {s['meta']['occopus_node']: s for s in state['servers']}
@@ -179,7 +155,7 @@ def test_a_killed_builds_leftovers_are_found_and_removed(occo, tmp_path, peer, l
     build made by the drive's name and the server's meta, and removes it."""
     auth(occo, login)
     peer.config(login, hold=route)
-    path = infra(occo, tmp_path, {'a': resource(peer)})
+    path = chain_infra(occo, tmp_path, {'a': resource(peer)})
     infra_id = f'killed-{route}'
     kill_build_when(occo, peer.held(login), '-i', infra_id, path)
     peer.release(login)
@@ -205,8 +181,8 @@ def test_an_untracked_server_and_an_orphan_clone_are_listed_and_dropped(occo, tm
     """Resources named for the infrastructure that no record knows (a create whose record was
     never written) are found: a running server with its drive, and a clone alone."""
     auth(occo, login)
-    path = infra(occo, tmp_path, {'a': resource(peer)})
-    infra_id = built(occo.run('occopus-build', path))
+    path = chain_infra(occo, tmp_path, {'a': resource(peer)})
+    infra_id = built_id(occo.run('occopus-build', path))
     handler = handler_for(login)
     stray = handler.create(request_for(resource(peer), infra_id=infra_id, node_id='never-recorded'))
     orphan = handler_for(login).make_client(api_base(peer.api), vars(login)).call(
@@ -270,9 +246,9 @@ def test_errors_fail_the_node_on_one_line_and_roll_back(occo, tmp_path, peer, lo
     auth(occo, login)
     if settings:
         peer.config(login, **settings)
-    path = infra(occo, tmp_path, {'a': resource(peer, **keys)})
+    path = chain_infra(occo, tmp_path, {'a': resource(peer, **keys)})
     result = occo.run('occopus-build', '-i', 'broken', path, timeout=60)
-    line = last_error(result)
+    line = failure_line(result)
     cloud = rf'cloudsigma at {re.escape(peer.api)}: '
     node = r"occopus-build: error: node 'a' \(instance \w{8}\): "
     assert re.fullmatch(node + cloud + said, line), line
@@ -286,9 +262,9 @@ def test_errors_fail_the_node_on_one_line_and_roll_back(occo, tmp_path, peer, lo
 def test_a_wrong_password_is_said_once_and_never_shown(occo, tmp_path, peer, login):
     wrong = 'Wrong-Pa55word-zyx'
     auth(occo, login, password=wrong)
-    path = infra(occo, tmp_path, {'a': resource(peer)})
+    path = chain_infra(occo, tmp_path, {'a': resource(peer)})
     result = occo.run('occopus-build', '-i', 'badpw', path)
-    line = last_error(result)
+    line = failure_line(result)
     assert re.fullmatch(
         rf"occopus-build: error: node 'a' \(instance \w{{8}}\): cloudsigma at "
         rf'{re.escape(peer.api)}: cloning the library drive {LIBDRIVE_ID}: authentication failed '
@@ -310,9 +286,9 @@ def test_a_wrong_password_is_said_once_and_never_shown(occo, tmp_path, peer, log
 def test_credentials_that_cannot_be_used(occo, tmp_path, peer, login, auth_data, said):
     write(occo.home, {'.occopus/auth_data.yaml':
                       f'resource:\n  - type: cloudsigma\n    auth_data: {auth_data}\n'})
-    path = infra(occo, tmp_path, {'a': resource(peer)})
+    path = chain_infra(occo, tmp_path, {'a': resource(peer)})
     result = occo.run('occopus-build', '-i', 'nocreds', path)
-    line = last_error(result)
+    line = failure_line(result)
     node = r"occopus-build: error: (node 'a' \(instance \w{8}\): )?"
     assert re.fullmatch(node + said, line), line
     assert 'yyyyyy' not in result.stderr
@@ -322,8 +298,8 @@ def test_credentials_that_cannot_be_used(occo, tmp_path, peer, login, auth_data,
 
 def test_an_endpoint_that_is_no_url_is_said(occo, tmp_path, peer, login):
     auth(occo, login)
-    path = infra(occo, tmp_path, {'a': resource(peer, endpoint='zrh.cloudsigma.com/api/2.0')})
-    line = last_error(occo.run('occopus-build', '-i', 'nourl', path))
+    path = chain_infra(occo, tmp_path, {'a': resource(peer, endpoint='zrh.cloudsigma.com/api/2.0')})
+    line = failure_line(occo.run('occopus-build', '-i', 'nourl', path))
     assert line.endswith('cloudsigma at zrh.cloudsigma.com/api/2.0: the endpoint must be the '
                          'http(s) URL of the API base, such as '
                          'https://zrh.cloudsigma.com/api/2.0/'), line
@@ -335,9 +311,9 @@ def test_an_endpoint_that_is_no_url_is_said(occo, tmp_path, peer, login):
 def test_throttling_and_unavailability_are_answered_by_engine_retries(occo, tmp_path, peer, login):
     auth(occo, login)
     peer.config(login, fail={'clone': [429, 503], 'list_servers': [503, 429]})
-    path = infra(occo, tmp_path, {'a': resource(peer)})
+    path = chain_infra(occo, tmp_path, {'a': resource(peer)})
     result = occo.run('occopus-build', path)
-    infra_id = built(result)
+    infra_id = built_id(result)
     state = peer.state(login)
     assert state['faults_served'] == 4
     assert len(state['servers']) == 1 and len(state['drives']) == 1  # the refused clones made none
@@ -356,8 +332,8 @@ def test_a_lost_answer_makes_one_drive_and_one_server(occo, tmp_path, peer, logi
     the server (by its meta) up and takes it rather than making a second one."""
     auth(occo, login)
     peer.config(login, lose={route: 1})
-    path = infra(occo, tmp_path, {'a': resource(peer)})
-    infra_id = built(occo.run('occopus-build', path))
+    path = chain_infra(occo, tmp_path, {'a': resource(peer)})
+    infra_id = built_id(occo.run('occopus-build', path))
     state = peer.state(login)
     assert len(state['servers']) == 1 and len(state['drives']) == 1
     [record] = records(occo, infra_id)
@@ -369,8 +345,8 @@ def test_a_lost_answer_makes_one_drive_and_one_server(occo, tmp_path, peer, logi
 
 def test_a_server_deleted_out_of_band_is_replaced(occo, tmp_path, peer, login):
     auth(occo, login)
-    path = infra(occo, tmp_path, {'a': resource(peer)})
-    infra_id = built(occo.run('occopus-build', path))
+    path = chain_infra(occo, tmp_path, {'a': resource(peer)})
+    infra_id = built_id(occo.run('occopus-build', path))
     [old] = peer.state(login)['servers']
     api = handler_for(login).make_client(api_base(peer.api), vars(login))
     peer.config(login, stop_delay=0)

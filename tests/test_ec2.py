@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 import yaml
 
-from conftest import CORPUS, destroy_listing, kill_build_when, write
+from conftest import CORPUS, destroy_listing, kill_build_when, records, write
 from peer_ec2 import IMAGE_ID, INSTANCE_TYPE, REGION, FaultProxy, MotoServer, free_port
 from test_build import built_id, import_ok
 
@@ -48,9 +48,6 @@ def one_ec2_node(occo, folder: Path, url: str, *, context: str = '#cloud-config\
     return folder / 'infra.yaml'
 
 
-def records(occo, infra: str) -> List[Dict[str, Any]]:
-    """The instance records of an infrastructure in Redis."""
-    return [json.loads(v) for v in occo.redis.hgetall(f'{occo.prefix}{{{infra}}}:instances').values()]
 
 
 def infra_id() -> str:
@@ -103,7 +100,7 @@ def test_ec2_ping_tutorial_builds_reports_and_destroys(occo, ec2_peer, tmp_path)
     assert built_id(built) == infra
     instances = {tags(i)['occopus:node']: i for i in ec2_peer.instances(infra)}
     assert sorted(instances) == ['ping-receiver', 'ping-sender']
-    receiver, sender = instances['ping-receiver'], instances['ping-sender']
+    sender = instances['ping-sender']
     by_node = {r['node']: r for r in records(occo, infra)}
     for node, instance in instances.items():
         record = by_node[node]
@@ -504,7 +501,7 @@ def test_what_botocore_cannot_read_becomes_a_masked_cloud_error():
     _, keys = ec2_handler._client(SECTION)
     with pytest.raises(CloudError) as caught:
         with ec2_handler._errors(SECTION, keys, 'DescribeInstances'):
-            raise TypeError(f'unhashable list for AKIAABCDEFGHIJKLMNOP with hidden-secret-key\x1b[2J')
+            raise TypeError('unhashable list for AKIAABCDEFGHIJKLMNOP with hidden-secret-key\x1b[2J')
     assert type(caught.value) is CloudError
     assert str(caught.value) == (
         f'ec2 at http://127.0.0.1:9 ({REGION}): DescribeInstances: the answer could not be read '

@@ -13,7 +13,8 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from conftest import CORPUS, destroy_listing, write
+from conftest import CORPUS, chain_infra, destroy_listing, failure_line, write
+from test_build import built_id
 from novapeer import BIG_IMAGE_ID, IMAGE_ID, NETWORK_ID, USERS
 from occo.instances import Instance
 from occo.plugins.resources.base import HandlerContext
@@ -35,26 +36,8 @@ def resource(peer, project: str, **keys: Any) -> Dict[str, Any]:
     return {k: v for k, v in section.items() if v is not None}
 
 
-def infra(occo, folder: Path, nodes: Dict[str, Dict[str, Any]], name: str = 't') -> Path:
-    """Import one node type per node (JSON is YAML) and write an infrastructure of them, each
-    node depending on the one before; returns the infrastructure file."""
-    definitions = {f'node_def:{node}': [{'resource': section, 'contextualisation': {
-        'type': 'cloudinit', 'context_template': f'#cloud-config\nwrite_files: [{{path: /tmp/{node}, content: hi}}]\n'}}]
-        for node, section in nodes.items()}
-    names = list(nodes)
-    text = f'infra_name: {name}\nuser_id: u\nnodes:\n' + ''.join(
-        f'  - {{name: {n}, type: {n}}}\n' for n in names)
-    if len(names) > 1:
-        text += 'dependencies:\n' + ''.join(f'  - [{b}, {a}]\n' for a, b in zip(names, names[1:]))
-    write(folder, {'nodes.yaml': json.dumps(definitions), 'infra.yaml': text})
-    imported = occo.run('occopus-import', folder / 'nodes.yaml')
-    assert imported.returncode == 0, imported.stderr
-    return folder / 'infra.yaml'
 
 
-def built(result) -> str:
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1]
 
 
 def nothing_left(peer, project: str) -> Dict[str, List[Any]]:
@@ -62,10 +45,6 @@ def nothing_left(peer, project: str) -> Dict[str, List[Any]]:
     return {kind: state[kind] for kind in ('servers', 'volumes', 'floating_ips', 'ports') if state[kind]}
 
 
-def last_error(result) -> str:
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert 'Traceback' not in result.stderr
-    return result.stderr.strip().splitlines()[-1]
 
 
 # -- the tutorial ------------------------------------------------------------------------------
@@ -97,7 +76,7 @@ def test_nova_ping_tutorial_builds_reports_and_destroys(occo, tmp_path, nova_pee
     assert occo.run('occopus-import', folder / 'nodes' / 'node_definitions.yaml').returncode == 0
     nova_peer.config(nova_project, build_delay=0.3)
     result = occo.run('occopus-build', '--listips', folder / 'infra-nova-ping.yaml')
-    infra_id = built(result)
+    infra_id = built_id(result)
 
     state = nova_peer.state(nova_project)
     servers = {s['metadata']['occopus_node']: s for s in state['servers']}
@@ -141,7 +120,7 @@ def test_application_credentials_and_paged_listings(occo, tmp_path, nova_peer, n
     nova_peer.config(nova_project, page_size=2, build_delay=0.2)
     nodes = {f'n{i}': resource(nova_peer, nova_project, endpoint=f'{nova_peer.url}/identity/v3/')
              for i in range(3)}
-    infra_id = built(occo.run('occopus-build', '--parallelize', infra(occo, tmp_path, nodes)))
+    infra_id = built_id(occo.run('occopus-build', '--parallelize', chain_infra(occo, tmp_path, nodes)))
     state = nova_peer.state(nova_project)
     assert sorted(s['metadata']['occopus_node'] for s in state['servers']) == ['n0', 'n1', 'n2']
     assert {s['status'] for s in state['servers']} == {'ACTIVE'}
@@ -160,7 +139,7 @@ def test_boot_volumes_and_a_persistent_one(occo, tmp_path, nova_peer, nova_proje
     nodes = {'imagesize': resource(nova_peer, nova_project, image_id=BIG_IMAGE_ID, volume_size=0),
              'kept': resource(nova_peer, nova_project, volume_size=5, volume_persist=True,
                               floating_ip='yes')}
-    infra_id = built(occo.run('occopus-build', infra(occo, tmp_path, nodes)))
+    infra_id = built_id(occo.run('occopus-build', chain_infra(occo, tmp_path, nodes)))
     state = nova_peer.state(nova_project)
     volumes = {v['metadata']['occopus_node']: v for v in state['volumes']}
     assert volumes['imagesize']['size'] == 3  # the image's min_disk and size (2.5 GiB)
@@ -198,7 +177,7 @@ def killed_build(occo, tmp_path, peer, project: str) -> Dict[str, Any]:
     boot volume too; the store never heard its id).  Returns the peer's state."""
     auth(occo)
     peer.config(project, create_delay=60)
-    path = infra(occo, tmp_path, {'a': resource(peer, project, volume_size=1, floating_ip='yes')})
+    path = chain_infra(occo, tmp_path, {'a': resource(peer, project, volume_size=1, floating_ip='yes')})
     build = occo.popen('occopus-build', '-i', 'killed-nova', path)
     wait_for(lambda: peer.state(project)['servers'])
     build.kill()
@@ -253,9 +232,9 @@ def test_errors_fail_the_node_on_one_line_and_roll_back(occo, tmp_path, nova_pee
     auth(occo)
     if settings:
         nova_peer.config(nova_project, **settings)
-    path = infra(occo, tmp_path, {'a': resource(nova_peer, nova_project, **keys)})
+    path = chain_infra(occo, tmp_path, {'a': resource(nova_peer, nova_project, **keys)})
     result = occo.run('occopus-build', '-i', 'broken', path, timeout=60)
-    line = last_error(result)
+    line = failure_line(result)
     cloud = rf'nova at {re.escape(nova_peer.keystone)}: '
     if said is None:  # BUILD too long
         said = r'not ready after 3 s \(the resource is pending: ' + cloud + \
@@ -270,9 +249,9 @@ def test_errors_fail_the_node_on_one_line_and_roll_back(occo, tmp_path, nova_pee
 def test_a_wrong_password_is_said_and_never_shown(occo, tmp_path, nova_peer, nova_project):
     secret = 'Wrong-Pa55word-zyx'
     auth(occo, f'resource:\n  - type: nova\n    auth_data: {{username: demo, password: {secret}}}\n')
-    path = infra(occo, tmp_path, {'a': resource(nova_peer, nova_project)})
+    path = chain_infra(occo, tmp_path, {'a': resource(nova_peer, nova_project)})
     result = occo.run('occopus-build', '-i', 'badpw', path)
-    assert last_error(result) == (
+    assert failure_line(result) == (
         "occopus-build: error: node 'a' (instance " + re.search(r"\(instance (\w{8})\)", result.stderr).group(1)
         + f'): nova at {nova_peer.keystone}: looking up the flavor: authentication failed (HTTP 401): '
         f"Keystone refused the credentials of auth_data.yaml for project '{nova_project}' (user domain "
@@ -298,9 +277,9 @@ def test_a_wrong_password_is_said_and_never_shown(occo, tmp_path, nova_peer, nov
 ], ids=['missing', 'ambiguous', 'voms', 'no password'])
 def test_credentials_that_cannot_be_used(occo, tmp_path, nova_peer, nova_project, entries, said):
     auth(occo, entries.replace('PROJECT', nova_project))
-    path = infra(occo, tmp_path, {'a': resource(nova_peer, nova_project)})
+    path = chain_infra(occo, tmp_path, {'a': resource(nova_peer, nova_project)})
     result = occo.run('occopus-build', '-i', 'nocreds', path)
-    line = last_error(result)
+    line = failure_line(result)
     assert re.fullmatch(r"occopus-build: error: (node 'a' \(instance \w{8}\): )?" + said, line), line
     assert 'yyyy' not in result.stderr
     assert nova_peer.state(nova_project)['calls'] == 0
@@ -310,8 +289,8 @@ def test_credentials_that_cannot_be_used(occo, tmp_path, nova_peer, nova_project
 def test_a_burst_of_503_answers_is_retried(occo, tmp_path, nova_peer, nova_project):
     auth(occo)
     nova_peer.config(nova_project, burst_503=4)
-    path = infra(occo, tmp_path, {'a': resource(nova_peer, nova_project)})
-    infra_id = built(occo.run('occopus-build', path))
+    path = chain_infra(occo, tmp_path, {'a': resource(nova_peer, nova_project)})
+    infra_id = built_id(occo.run('occopus-build', path))
     state = nova_peer.state(nova_project)
     assert state['served_503'] == 4
     assert [s['status'] for s in state['servers']] == ['ACTIVE']
@@ -321,8 +300,8 @@ def test_a_burst_of_503_answers_is_retried(occo, tmp_path, nova_peer, nova_proje
 
 def test_a_server_deleted_out_of_band_is_replaced(occo, tmp_path, nova_peer, nova_project):
     auth(occo)
-    path = infra(occo, tmp_path, {'a': resource(nova_peer, nova_project, floating_ip='yes')})
-    infra_id = built(occo.run('occopus-build', path))
+    path = chain_infra(occo, tmp_path, {'a': resource(nova_peer, nova_project, floating_ip='yes')})
+    infra_id = built_id(occo.run('occopus-build', path))
     [old] = nova_peer.state(nova_project)['servers']
     nova_peer.delete_server(old['id'])
     managed = occo.run('occopus-manage', '-i', infra_id)
@@ -414,8 +393,8 @@ def request_for(section: Dict[str, Any], attempts: int = 1, node_id: str = 'node
 def test_a_lost_create_answer_makes_one_server_in_a_build(occo, tmp_path, nova_peer, nova_project):
     auth(occo)
     nova_peer.config(nova_project, fail_after_create=1)
-    path = infra(occo, tmp_path, {'a': resource(nova_peer, nova_project, volume_size=1, floating_ip='yes')})
-    infra_id = built(occo.run('occopus-build', path))
+    path = chain_infra(occo, tmp_path, {'a': resource(nova_peer, nova_project, volume_size=1, floating_ip='yes')})
+    infra_id = built_id(occo.run('occopus-build', path))
     state = nova_peer.state(nova_project)
     assert len(state['servers']) == 1 and len(state['volumes']) == 1 and len(state['floating_ips']) == 1
     assert state['servers'][0]['metadata']['occopus_node'] == 'a'

@@ -819,7 +819,6 @@ class AzurePeer(ThreadedPeer):
         self.cloud = Cloud()
         super().__init__(type('PeerHandler', (Handler,), {'cloud': self.cloud,
                                                           'verbose': verbose}), host, port)
-        self.server.handle_error = lambda request, address: None  # a client that went away
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(str(cert), str(key))
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)

@@ -456,7 +456,7 @@ HOSTILE_SHOW = {
     'billion laughs': (LAUGHS, CloudState.UNKNOWN, 'the answer is XML Occopus refuses to read'),
     'external entity': (EXTERNAL, CloudState.UNKNOWN, 'the answer is XML Occopus refuses to read'),
     'huge': ('<instance><id>x</id><status>' + 'r' * (9 << 20) + '</status></instance>',
-             CloudState.UNKNOWN, 'the answer is over 8 MiB; not read further'),
+             CloudState.UNKNOWN, 'over the 8388608 bytes Occopus reads'),
     'raw control character': ('<instance><id>x</id><status>run\x1bning</status></instance>',
                               CloudState.UNKNOWN, 'the answer is not XML'),
     'escaped control character': ('<instance><id>x</id><status>run&#27;ning</status></instance>',

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 from urllib.parse import quote, urlsplit
 
+from occo.plugins.http import AnswerTooLong, never_sent, read_bounded, session
+
 SIGN_VERSIONS = ('1.3', '1.0')
 DEFAULT_SIGN_VERSION = '1.3'
 SERVER_API_VERSION = '1'
@@ -171,15 +173,13 @@ class ChefClient:
     server URL, with or without ``/organizations/<org>`` and a trailing slash."""
 
     def __init__(self, endpoint: str, signer: Signer, timeout: float) -> None:
-        import requests
         self.base = endpoint.rstrip('/')
         parts = urlsplit(self.base)
         if parts.scheme not in ('http', 'https') or not parts.netloc:
             raise ValueError('endpoint must be an http:// or https:// URL of the Chef server')
         self.signer = signer
         self.timeout = (min(5.0, timeout), timeout)
-        self.session = requests.Session()
-        self.session.trust_env = False  # a proxy from the environment must not see our calls
+        self.session = session('application/json')
 
     def request(self, method: str, path: str, body: Any = None,
                 timeout: Optional[float] = None) -> Any:
@@ -209,7 +209,7 @@ class ChefClient:
         except requests.exceptions.Timeout:
             raise ChefUnreachable('no answer within the time-out', unsent=False) from None
         except requests.exceptions.ConnectionError as exc:
-            unsent = _never_sent(exc)
+            unsent = never_sent(exc)
             raise ChefUnreachable('cannot connect' if unsent else 'the connection broke',
                                   unsent=unsent) from None
         except requests.exceptions.RequestException as exc:
@@ -226,29 +226,10 @@ class ChefClient:
 
 
 def _read(answer: Any) -> str:
-    chunks, size = [], 0
-    for chunk in answer.iter_content(65536):
-        size += len(chunk)
-        if size > MAX_ANSWER:
-            raise ChefAnswerError(f'the answer is longer than {MAX_ANSWER // (1024 * 1024)} MiB')
-        chunks.append(chunk)
-    return b''.join(chunks).decode('utf-8', errors='replace')
-
-
-def _never_sent(exc: BaseException) -> bool:
-    """Whether a connection error happened before the request could be sent."""
-    import urllib3.exceptions
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, (urllib3.exceptions.NewConnectionError,
-                            urllib3.exceptions.NameResolutionError, ConnectionRefusedError)):
-            return True
-        reason = getattr(exc, 'reason', None)
-        nested = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
-        exc = reason if isinstance(reason, BaseException) else nested or exc.__cause__ \
-            or exc.__context__
-    return False
+    try:
+        return read_bounded(answer, MAX_ANSWER).decode('utf-8', errors='replace')
+    except AnswerTooLong as exc:
+        raise ChefAnswerError(str(exc)) from None
 
 
 def quoted(name: str) -> str:

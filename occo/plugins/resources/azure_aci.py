@@ -22,10 +22,10 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 from occo.errors import CloudError, TransientCloudError
 from occo.instances import Instance
 from occo.plugins.resources.azure_common import (
-    PART_WAIT, Account, AzureHandler, Clients, Made, Part, attr, azure_name, find_parts, finish,
+    PART_WAIT, Account, AzureHandler, Clients, Made, Part, attr, azure_name, finish,
     node_tags, short_text)
 from occo.plugins.resources.base import (
-    FAILED, PENDING, RUNNING, SHUTDOWN, UNKNOWN, CreateRequest, Created, Found, ResourceStatus,
+    FAILED, PENDING, RUNNING, SHUTDOWN, UNKNOWN, CreateRequest, Created, ResourceStatus,
     resource_keys)
 from occo.redact import excerpt
 from occo.schema import Problem, expect_list, is_template
@@ -87,6 +87,7 @@ def group_status(group: Any) -> ResourceStatus:
 class AzureACIHandler(AzureHandler):
     type = 'azure_aci'
     noun = 'container group'
+    parts = ACI_PARTS
     contexts = ('docker', 'basic')
     keys = resource_keys(
         required=('endpoint', 'resource_group', 'location', 'image', 'network_type', 'memory',
@@ -225,14 +226,3 @@ class AzureACIHandler(AzureHandler):
                     continue
             result[instance.node_id] = group_status(answer)
         return result
-
-    def drop(self, instance: Instance) -> None:
-        if not instance.instance_id:
-            return
-        parts = instance.extra.get('parts')
-        rids = [str(instance.instance_id)] + (list(parts) if isinstance(parts, list) else [])
-        clients, account = self.clients(instance.resource)
-        self.delete_all(clients, account, instance.resource, rids)
-
-    def find(self, infra_id: str, resources: Sequence[Mapping[str, Any]]) -> List[Found]:
-        return find_parts(self, infra_id, resources, ACI_PARTS)

@@ -19,10 +19,12 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from occo.errors import AuthError, CloudError, OccoError, TransientCloudError
+from occo.instances import Instance
 from occo.plugins.resources.base import CreateRequest, Found, ResourceHandler
+from occo.plugins.http import exception_chain
 from occo.redact import MASK, excerpt, mask_urls, printable
 from occo.schema import is_template
 
@@ -332,10 +334,28 @@ class AzureHandler(ResourceHandler):
 
     needs_credentials = True
     buildable = True
+    #: the kinds of parts a node instance may be made of (each handler's own)
+    parts: ClassVar[Tuple[str, ...]] = ()
 
     @classmethod
     def endpoint(cls, resource: Mapping[str, Any]) -> str:
         return endpoint_url(resource.get('endpoint'))
+
+    def drop(self, instance: Instance) -> None:
+        """Delete the instance's resource and every part its create made, in order."""
+        if not instance.instance_id:
+            return
+        parts = instance.extra.get('parts')
+        rids = [str(instance.instance_id)] + (list(parts) if isinstance(parts, list) else [])
+        clients, account = self.clients(instance.resource)
+        self.delete_all(clients, account, instance.resource, rids)
+
+    def find(self, infra_id: str, resources: Sequence[Mapping[str, Any]]) -> List[Found]:
+        """The parts tagged with ``infra_id``, one :class:`Found` per node instance (its VM or
+        container group, or if a killed build made none, its first part in drop order;
+        ``extra['parts']`` lists them all, so its drop deletes them all), asking each
+        endpoint and account once."""
+        return find_parts(self, infra_id, resources, self.parts)
 
     # -- clients ---------------------------------------------------------------------------
 
@@ -585,23 +605,13 @@ class AzureHandler(ResourceHandler):
 
 def _is_tls(exc: BaseException) -> bool:
     import ssl
-    seen, todo = set(), [exc]
-    while todo:
-        current = todo.pop()
-        if not isinstance(current, BaseException) or id(current) in seen or len(seen) > 50:
-            continue
-        seen.add(id(current))
-        if isinstance(current, ssl.SSLError) or type(current).__name__ == 'SSLError':
-            return True
-        todo += [current.__cause__, current.__context__, getattr(current, 'inner_exception', None),
-                 getattr(current, 'reason', None)]
-        todo += [a for a in getattr(current, 'args', ()) if isinstance(a, BaseException)]
-    return False
+    return any(isinstance(e, ssl.SSLError) or type(e).__name__ == 'SSLError'
+               for e in exception_chain(exc))
 
 
 def find_parts(handler: AzureHandler, infra_id: str, resources: Sequence[Mapping[str, Any]],
                kinds: tuple) -> List[Found]:
-    """:meth:`find` of both Azure handlers (see :meth:`AzureVMHandler.find`)."""
+    """:meth:`AzureHandler.find` for the parts of ``kinds``."""
     found: List[Found] = []
     asked = set()
     for resource in resources:

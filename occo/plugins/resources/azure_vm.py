@@ -26,15 +26,15 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 
 from occo.errors import CloudError, TransientCloudError
 from occo.instances import Instance
 from occo.plugins.resources.azure_common import (
-    PART_WAIT, Account, AzureHandler, Clients, Made, Part, attr, azure_name, find_parts, finish,
+    PART_WAIT, Account, AzureHandler, Clients, Made, Part, attr, azure_name, finish,
     node_tags, short_text)
 from occo.plugins.resources.base import (
-    FAILED, PENDING, RUNNING, SHUTDOWN, UNKNOWN, CreateRequest, Created, Found, ResourceStatus,
+    FAILED, PENDING, RUNNING, SHUTDOWN, UNKNOWN, CreateRequest, Created, ResourceStatus,
     resource_keys)
 from occo.redact import excerpt, printable
 from occo.schema import Problem
@@ -93,6 +93,7 @@ def vm_status(vm: Any) -> ResourceStatus:
 class AzureVMHandler(AzureHandler):
     type = 'azure_vm'
     noun = 'virtual machine'
+    parts = VM_PARTS
     keys = resource_keys(
         required=('endpoint', 'resource_group', 'location', 'vm_size', 'publisher', 'offer', 'sku',
                   'version', 'username'),
@@ -278,20 +279,3 @@ class AzureVMHandler(AzureHandler):
             public = short_text(attr(answer, 'ip_address'), 100)
         first = public or private
         return ([first] if first else []), private
-
-    # -- drop and find -----------------------------------------------------------------------
-
-    def drop(self, instance: Instance) -> None:
-        if not instance.instance_id:
-            return
-        parts = instance.extra.get('parts')
-        rids = [str(instance.instance_id)] + (list(parts) if isinstance(parts, list) else [])
-        clients, account = self.clients(instance.resource)
-        self.delete_all(clients, account, instance.resource, rids)
-
-    def find(self, infra_id: str, resources: Sequence[Mapping[str, Any]]) -> List[Found]:
-        """The parts tagged with ``infra_id``, one :class:`Found` per node instance (its VM, or
-        if a killed build made none, its first part in drop order; ``extra['parts']`` lists
-        them all, so its drop deletes them all), asking each endpoint and account once."""
-        return find_parts(self, infra_id, resources, VM_PARTS)
-

@@ -34,10 +34,10 @@ from urllib.parse import quote
 
 from occo.errors import AuthError, CloudError, OccoError, TransientCloudError
 from occo.instances import Instance
+from occo.plugins.http import AnswerTooLong, never_sent, read_bounded, session
 from occo.plugins.resources.base import (
     PENDING, RUNNING, SHUTDOWN, UNKNOWN, CreateRequest, Created, Found, ResourceHandler,
     ResourceStatus, resource_keys)
-from occo.plugins.resources.common import never_sent
 from occo.redact import MASK, excerpt, mask_urls, printable
 from occo.schema import Problem, is_template, join, type_name
 
@@ -46,7 +46,6 @@ DESCRIPTION_REQUIRED = ('deployment_id', 'instance_type_id')
 DEFAULTS = {'disable_autostop': 'true', 'isolated': 'true'}
 CONNECT_TIMEOUT = 10.0  # seconds
 READ_TIMEOUT = 60.0     # seconds, per read and for a whole answer
-POOL_CONNECTIONS = 50   # more than the engine's calls at once per endpoint, so none is discarded
 BODY_LIMIT = 8 << 20    # bytes of an answer read at most (a listing of many instances fits)
 MESSAGE_LIMIT = 300     # characters of the platform's message quoted
 STATES_PER_CALL = 50    # instances asked about by one states call (the others at the next)
@@ -491,17 +490,9 @@ class Platform:
     """One ``requests`` session (one endpoint and account), shared by every thread."""
 
     def __init__(self, base: str, account: Account) -> None:
-        import requests
         self.base = base
         self.account = account
-        self.session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=POOL_CONNECTIONS,
-                                                pool_maxsize=POOL_CONNECTIONS, max_retries=0)
-        self.session.mount('http://', adapter)
-        self.session.mount('https://', adapter)
-        self.session.auth = (account.email, account.password)
-        self.session.trust_env = False  # no credentials from ~/.netrc, no proxy of the environment
-        self.session.headers.update({'Accept': 'application/xml', 'User-Agent': 'occopus'})
+        self.session = session('application/xml', (account.email, account.password))
 
     def call(self, method: str, path: str, body: Optional[bytes] = None,
              accept: Tuple[int, ...] = ()) -> Reply:
@@ -529,17 +520,10 @@ class Platform:
 
 
 def _read(response: Any) -> bytes:
-    chunks, size = [], 0
-    deadline = time.monotonic() + READ_TIMEOUT
-    for chunk in response.iter_content(65536):
-        size += len(chunk)
-        if size > BODY_LIMIT:
-            raise Unreadable(f'the answer is over {BODY_LIMIT >> 20} MiB; not read further')
-        if time.monotonic() > deadline:
-            raise Unreadable(f'the answer took over {READ_TIMEOUT:.0f} s to arrive; '
-                             'not read further')
-        chunks.append(chunk)
-    return b''.join(chunks)
+    try:
+        return read_bounded(response, BODY_LIMIT, READ_TIMEOUT)
+    except AnswerTooLong as exc:
+        raise Unreadable(str(exc)) from None
 
 
 def parse(body: bytes) -> Any:

@@ -33,20 +33,19 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 
 from occo.errors import AuthError, CloudError, TransientCloudError
 from occo.instances import Instance
+from occo.plugins.http import AnswerTooLong, never_sent, read_bounded, session
 from occo.plugins.resources.base import (
     PENDING, RUNNING, SHUTDOWN, UNKNOWN, CreateRequest, Created, Found, ResourceHandler,
     ResourceStatus, resource_keys)
 from occo.plugins.resources.cloudbroker import check_description
 from occo.plugins.resources.common import (
-    META_INFRA_ID, META_NODE, META_NODE_ID, Tags, as_dict, as_list, never_sent, one_line,
-    url_part)
+    META_INFRA_ID, META_NODE, META_NODE_ID, Tags, as_dict, as_list, one_line, url_part)
 from occo.redact import MASK, excerpt, mask_url, printable
 from occo.schema import Problem, is_template
 
 DESCRIPTION_REQUIRED = ('cpu', 'mem', 'vnc_password')
 CONNECT_TIMEOUT = 10.0  # seconds
 READ_TIMEOUT = 60.0     # seconds
-POOL_CONNECTIONS = 50   # more than the engine's calls at once per endpoint
 MAX_BODY = 16 << 20     # bytes of one answer read at most (a listing of thousands of servers fits)
 PAGE_SIZE = 500         # objects asked for per page of a listing
 MAX_PAGES = 100         # pages of one listing
@@ -174,16 +173,8 @@ class Api:
     """One ``requests`` session (one API base and credentials), shared by every thread."""
 
     def __init__(self, base: str, secret: Secret) -> None:
-        import requests
         self.base, self.secret = base, secret
-        self.session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=POOL_CONNECTIONS,
-                                                pool_maxsize=POOL_CONNECTIONS, max_retries=0)
-        self.session.mount('http://', adapter)
-        self.session.mount('https://', adapter)
-        self.session.auth = (secret.email, secret.password)
-        self.session.trust_env = False  # no netrc or proxy settings of the environment
-        self.session.headers.update({'Accept': 'application/json', 'User-Agent': 'occopus'})
+        self.session = session('application/json', (secret.email, secret.password))
         self.session.hooks['response'].append(_no_redirect)
 
     def call(self, method: str, path: str, body: Any = None, gone_ok: bool = False) -> Any:
@@ -216,17 +207,10 @@ class Api:
 
     @staticmethod
     def _read(response: Any) -> bytes:
-        declared = response.headers.get('Content-Length')
-        if declared and declared.isdigit() and int(declared) > MAX_BODY:
-            raise Refusal(f'the answer is {declared} bytes long, over the {MAX_BODY} bytes Occopus '
-                          'reads')
-        chunks, size = [], 0
-        for chunk in response.iter_content(65536):
-            size += len(chunk)
-            if size > MAX_BODY:
-                raise Refusal(f'the answer is over the {MAX_BODY} bytes Occopus reads')
-            chunks.append(chunk)
-        return b''.join(chunks)
+        try:
+            return read_bounded(response, MAX_BODY, READ_TIMEOUT)
+        except AnswerTooLong as exc:
+            raise Refusal(str(exc)) from None
 
     def objects(self, answer: Any, what: str) -> List[Dict[str, Any]]:
         """The ``objects`` of an answer that have a uuid."""

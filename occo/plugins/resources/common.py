@@ -1,6 +1,5 @@
 """Small pieces several cloud handlers share: how a node instance's resources are marked, how
-what a cloud said becomes one safe line, whether a failed request was ever sent, and tolerant
-readers of the JSON clouds answer.  Nothing here imports a cloud SDK at module level."""
+what a cloud said becomes one safe line, and tolerant readers of the JSON clouds answer.  Nothing here imports a cloud SDK at module level."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,28 +54,6 @@ def one_line(value: Any, limit: int = MESSAGE_LIMIT, secret: Optional[Hides] = N
         text = secret.hide(text)
     text = printable(mask_urls(text))
     return text if len(text) <= limit else text[:limit - 1] + '…'
-
-
-def never_sent(exc: BaseException) -> bool:
-    """Whether a connection failure happened before the request was sent (refused, no such
-    host, no route, connect time-out): HTTP libraries word them all alike, so the chain of
-    exceptions it was raised from is looked at."""
-    import socket
-
-    import requests
-    from urllib3 import exceptions as u3
-    seen, todo = set(), [exc]
-    while todo:
-        current = todo.pop()
-        if not isinstance(current, BaseException) or id(current) in seen or len(seen) > 50:
-            continue
-        seen.add(id(current))
-        if isinstance(current, (u3.NewConnectionError, u3.ConnectTimeoutError, socket.gaierror,
-                                ConnectionRefusedError, requests.exceptions.ConnectTimeout)):
-            return True
-        todo += [current.__cause__, current.__context__, getattr(current, 'reason', None)]
-        todo += [a for a in getattr(current, 'args', ()) if isinstance(a, BaseException)]
-    return False
 
 
 def as_dict(value: Any) -> Dict[str, Any]:

@@ -34,12 +34,12 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from occo.errors import AuthError, CloudError, TransientCloudError
 from occo.instances import Instance
+from occo.plugins.http import never_sent
 from occo.plugins.resources.base import (
     FAILED, PENDING, RUNNING, SHUTDOWN, UNKNOWN, CreateRequest, Created, Found, ResourceHandler,
     ResourceStatus, resource_keys)
 from occo.plugins.resources.common import (
-    META_INFRA_ID, META_NODE, META_NODE_ID, Tags, as_dict, as_list, never_sent, one_line,
-    url_part)
+    META_INFRA_ID, META_NODE, META_NODE_ID, Tags, as_dict, as_list, one_line, url_part)
 from occo.redact import MASK, excerpt, mask_url, printable
 from occo.schema import Problem, expect_list, is_int
 

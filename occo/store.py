@@ -979,10 +979,10 @@ class Store:
         key, value = registry_key(self.prefix, registry_shard(infra_id)), _dumps(summary)
         self._call(lambda: self.client.hset(key, infra_id, value))
 
-    def forget(self, infra_id: str) -> None:
+    def forget(self, infra_id: str, durable: bool = False) -> None:
         """Remove the registry entry of an infrastructure (whose record is gone)."""
         key = registry_key(self.prefix, registry_shard(infra_id))
-        self._call(lambda: self.client.hdel(key, infra_id))
+        self._call(lambda: self._run(lambda client: client.hdel(key, infra_id), durable=durable))
 
     def summary(self, infra_id: str) -> Dict[str, Any]:
         """The registry entry of one infrastructure ({} if it has none)."""
@@ -1034,11 +1034,13 @@ class Store:
     def delete_infra(self, infra_id: str) -> None:
         """Forget an infrastructure: every key of it and its registry entry.  Its lease stays
         until it is released (or runs out), so that a retried delete is still ours to make;
-        the fencing tokens of a later infrastructure with the same id are larger all the same."""
+        the fencing tokens of a later infrastructure with the same id are larger all the same.
+        Durable (behind Sentinel): a destroyed infrastructure must not come back with a
+        failover."""
         lease = lease_key(self.prefix, infra_id)
         self._apply(infra_id, [['DEL', key] for key in infra_keys(self.prefix, infra_id)
-                               if key != lease])
-        self.forget(infra_id)
+                               if key != lease], durable=True)
+        self.forget(infra_id, durable=True)
 
     def set_maintained(self, infra_id: str, maintained: bool) -> Optional[bool]:
         """Mark an infrastructure as maintained in the background (the REST service's
@@ -1361,6 +1363,8 @@ class CloudRegistry:
                 pipe.srem(self.addresses_key, address)
             if resource_id:
                 pipe.hdel(self.key, resource_id)
+            if self.store.wait_replicas:  # durable, as put: what was dropped stays dropped
+                pipe.wait(self.store.wait_replicas, int(WAIT_TIMEOUT * 1000))
             pipe.execute()
         self.store._call(run)
 

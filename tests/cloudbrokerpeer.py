@@ -46,14 +46,13 @@ import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler
-
-from peerhttp import ThreadedPeer, serve
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 from xml.etree import ElementTree
 
 from defusedxml.ElementTree import fromstring
+
+from peerhttp import RoutedHandler, ThreadedPeer, serve
 
 DEMO = ('demo@example.org', 'demo-password')
 DEPLOYMENTS = {'dep-ubuntu-22': ('it-small', 'it-large'), 'dep-centos-7': ('it-small',)}
@@ -226,7 +225,7 @@ class Platform:
                     'served_faults': self.served.get(email, 0), 'unrouted': list(self.unrouted)}
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(RoutedHandler):
     protocol_version = 'HTTP/1.1'
     platform: Platform
     verbose = False
@@ -235,17 +234,6 @@ class Handler(BaseHTTPRequestHandler):
         if self.verbose:
             super().log_message(format, *args)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's names
-        self.dispatch('GET')
-
-    def do_POST(self) -> None:  # noqa: N802
-        self.dispatch('POST')
-
-    def do_PUT(self) -> None:  # noqa: N802
-        self.dispatch('PUT')
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self.dispatch('DELETE')
 
     def body(self) -> bytes:
         return self.rfile.read(int(self.headers.get('Content-Length') or 0))

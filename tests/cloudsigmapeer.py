@@ -52,11 +52,10 @@ import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler
-
-from peerhttp import ThreadedPeer, serve
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
+
+from peerhttp import RoutedHandler, ThreadedPeer, serve
 
 DEMO = ('demo@example.com', 'demo-password')
 LIBDRIVE_ID = '6d53b92c-42dc-472b-a7b6-7021f45f1ab4'   # Ubuntu 22.04, 10 GiB
@@ -361,7 +360,7 @@ def listing(objects: List[Dict[str, Any]], query: Dict[str, str], detail: bool) 
 Route = Tuple[str, 're.Pattern[str]', str, Callable[..., Any]]
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(RoutedHandler):
     protocol_version = 'HTTP/1.1'
     disable_nagle_algorithm = True
     cloud: Cloud = Cloud()
@@ -371,17 +370,6 @@ class Handler(BaseHTTPRequestHandler):
         if self.verbose:
             sys.stderr.write('cloudsigmapeer: ' + format % args + '\n')
 
-    def do_GET(self) -> None:  # noqa: N802
-        self.dispatch('GET')
-
-    def do_POST(self) -> None:  # noqa: N802
-        self.dispatch('POST')
-
-    def do_PUT(self) -> None:  # noqa: N802
-        self.dispatch('PUT')
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self.dispatch('DELETE')
 
     def body(self) -> Any:
         length = int(self.headers.get('Content-Length') or 0)

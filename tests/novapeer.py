@@ -55,11 +55,10 @@ import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler
-
-from peerhttp import ThreadedPeer, serve
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+from peerhttp import RoutedHandler, ThreadedPeer, serve
 
 REGION = 'RegionOne'
 DOMAIN = 'Default'
@@ -520,7 +519,7 @@ def _matches(item: Dict[str, Any], query: Dict[str, List[str]]) -> bool:
 Route = Tuple[str, 're.Pattern[str]', Callable[..., Any]]
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(RoutedHandler):
     protocol_version = 'HTTP/1.1'
     disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms stalls
     cloud: Cloud = Cloud()
@@ -536,17 +535,6 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def do_GET(self) -> None:
-        self.dispatch('GET')
-
-    def do_POST(self) -> None:
-        self.dispatch('POST')
-
-    def do_PUT(self) -> None:
-        self.dispatch('PUT')
-
-    def do_DELETE(self) -> None:
-        self.dispatch('DELETE')
 
     def body(self) -> Any:
         length = int(self.headers.get('Content-Length') or 0)

@@ -13,6 +13,25 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, List, Optional, Type
 
 
+class RoutedHandler(BaseHTTPRequestHandler):
+    """A fake's request handler: every method goes to :meth:`dispatch` with its verb."""
+
+    def dispatch(self, verb: str) -> None:
+        raise NotImplementedError
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's names
+        self.dispatch('GET')
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.dispatch('POST')
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self.dispatch('PUT')
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self.dispatch('DELETE')
+
+
 class QuietServer(ThreadingHTTPServer):
     """A threading HTTP server that says nothing when a client goes away mid-answer (the
     handlers under test stop reading answers that are too long, by design) or refuses its

@@ -29,13 +29,12 @@ from occo.executor import Executor, Failure, uninterruptible
 from occo.instances import InfraState, InfraStatus, Instance, State
 from occo.leases import held
 from occo.maintenance import PassResult, observe, pass_record, run_pass
-from occo.plugins.base import string_leaves
+from occo.plugins.base import has_templates
 from occo.planner import DOWN, SET, UP, CreateNode, Plan, make_plan, node_specs, plan_from_state
 from occo.fleet import PASS_STATUSES, Fleet
 from occo.placement import Placer
 from occo.resolution import Address, AddressBook, Resolver, implementation_of
 from occo.runtime import Runtime, check_settings
-from occo.schema import is_template
 from occo.store import MAX_PENDING_REQUESTS, WHO, Store, event
 
 
@@ -836,52 +835,36 @@ def check_buildable(graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition]) -
 def check_credentials(graph: InfraGraph, nodedefs: Mapping[str, NodeDefinition],
                       auth: AuthData) -> None:
     """:raises AuthError: before anything is created, naming the node, if none of a node's
-    implementations on a cloud that needs credentials has an auth-data entry (or one matches
-    ambiguously).  Sections with templates are left to the create call, which sees them
-    rendered."""
+    implementations on a cloud (or with a config manager) that needs credentials has an
+    auth-data entry (or one matches ambiguously).  Sections with templates are left to the
+    call that sees them rendered."""
     for node in graph.nodes.values():
-        _check_manager_credentials(graph, node, nodedefs, auth)
-        missing = []
-        for index in node.candidates:
-            section = nodedefs[node.type].implementations[index].resource
-            cls = plugins.plugin_class(plugins.RESOURCES, section['type'])
-            if not getattr(cls, 'needs_credentials', False) or any(
-                    is_template(value) for _, value in string_leaves(section)):
-                break  # this one needs none, or cannot be told before it is rendered
-            try:
-                found = auth.find('resource', section)
-            except AuthError as exc:
-                raise AuthError(f"node '{node.name}': {exc.message}", source=exc.source) from None
-            if found is not None:
-                break
-            missing.append(cls.no_credentials(section))
-        else:
-            if missing:
-                raise AuthError(f"node '{node.name}': {missing[0].message}",
-                                source=graph.source, line=node.line)
+        implementations = [nodedefs[node.type].implementations[i] for i in node.candidates]
+        _check_node_credentials(graph, node, auth, 'config_management', plugins.CONFIG_MANAGERS,
+                                [impl.config_management for impl in implementations])
+        _check_node_credentials(graph, node, auth, 'resource', plugins.RESOURCES,
+                                [impl.resource for impl in implementations])
 
 
-def _check_manager_credentials(graph: InfraGraph, node: Any,
-                               nodedefs: Mapping[str, NodeDefinition], auth: AuthData) -> None:
-    """:raises AuthError: naming the node, if none of its implementations can get the
-    credentials its config manager needs from the ``config_management`` entries of the auth
-    data (as :func:`check_credentials` for clouds)."""
-    missing = None
-    for index in node.candidates:
-        section = nodedefs[node.type].implementations[index].config_management
-        cls = plugins.plugin_class(plugins.CONFIG_MANAGERS, (section or {}).get('type', 'dummy'))
-        if not section or not getattr(cls, 'needs_credentials', False) or any(
-                is_template(value) for _, value in string_leaves(section)):
-            return
+def _check_node_credentials(graph: InfraGraph, node: Any, auth: AuthData, part: str,
+                            group: str, sections: Sequence[Optional[Mapping[str, Any]]]) -> None:
+    """:raises AuthError: naming the node, if none of ``sections`` (its implementations'
+    ``part`` sections, plugins of ``group``) has the credentials its plugin needs; one that
+    needs none, or has templates, or has them, is enough."""
+    missing = []
+    for section in sections:
+        cls = plugins.plugin_class(group, (section or {}).get('type', 'dummy'))
+        if not section or not getattr(cls, 'needs_credentials', False) or has_templates(section):
+            return  # this one needs none, or cannot be told before it is rendered
         try:
-            found = auth.find('config_management', section)
+            found = auth.find(part, section)
         except AuthError as exc:
             raise AuthError(f"node '{node.name}': {exc.message}", source=exc.source) from None
         if found is not None:
             return
-        missing = missing or cls.no_credentials(section)
-    if missing is not None:
-        raise AuthError(f"node '{node.name}': {missing.message}", source=graph.source,
+        missing.append(cls.no_credentials(section))
+    if missing:
+        raise AuthError(f"node '{node.name}': {missing[0].message}", source=graph.source,
                         line=node.line)
 
 

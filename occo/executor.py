@@ -43,13 +43,12 @@ from occo.errors import (BuildError, CallTimeout, CloudError, ConfigError, Lease
                          TransientCloudError, describe_error)
 from occo.instances import (CloudState, Health, Instance, Judgement, ResourceStatus, State,
                             Verdict, create_timeout, judge)
-from occo.plugins.base import string_leaves
+from occo.plugins.base import has_templates
 from occo.plugins.configmanagers.base import ConfigManager, Registration
 from occo.placement import Placer, counts_against
 from occo.plugins.resources.base import CreateRequest, Created
 from occo.resolution import Address, Resolver
 from occo.runtime import Runtime
-from occo.schema import is_template
 from occo.store import event
 from occo.monitor import Monitor, NotReady
 from occo.walker import VertexTimeout, Walker
@@ -173,9 +172,14 @@ class Executor:
     # -- cloud calls -----------------------------------------------------------------------
 
     def _call(self, what: str, instance: Optional[Instance], fn: Callable[[], Any], *,
-              handler: Any, resource: Mapping[str, Any], seconds_: float, limit: str,
-              **options: Any) -> Any:
-        """A bounded, retried cloud call; each retry is told and recorded as an event."""
+              handler: Any, resource: Mapping[str, Any], seconds_: Optional[float] = None,
+              limit: Optional[str] = None, **options: Any) -> Any:
+        """A bounded, retried cloud call; each retry is told and recorded as an event.  Bounded
+        by ``call_timeout`` unless ``seconds_`` (and ``limit``, the setting it comes from) say
+        otherwise."""
+        if seconds_ is None:
+            seconds_, limit = self.call_timeout, f'call_timeout ({seconds(self.call_timeout)})'
+
         def retried(call: str, reason: str, attempt: int, wait: float) -> None:
             text = f'{call}: {reason}; try {attempt + 1} in {wait:.1f} s'
             self.report(f'{instance.short}: {text}' if instance else text)
@@ -194,8 +198,7 @@ class Executor:
         try:
             return self._call(f'the states call on {handler.type}', None,
                               lambda: handler.states(instances), handler=handler,
-                              resource=instances[0].resource, seconds_=self.call_timeout,
-                              limit=f'call_timeout ({seconds(self.call_timeout)})', retry=False)
+                              resource=instances[0].resource, retry=False)
         except Exception as exc:  # noqa: BLE001 - a cloud error: try again at the next poll
             reason = f'cannot read its state: {describe_error(exc)}'
             return {i.node_id: reason for i in instances}
@@ -519,8 +522,7 @@ class Executor:
         self._check_lease()
         try:
             self._call(f'the registration with {manager.type}', instance, attempt,
-                       handler=manager, resource=section, seconds_=self.call_timeout,
-                       limit=f'call_timeout ({seconds(self.call_timeout)})')
+                       handler=manager, resource=section)
         except BaseException as exc:
             if made_nothing(exc) and not reached.is_set():
                 with self._lock:
@@ -549,7 +551,7 @@ class Executor:
                         continue
             for section in found:
                 cm_type = (section or {}).get('type', 'dummy')
-                if section and not any(is_template(v) for _, v in string_leaves(section)) and \
+                if section and not has_templates(section) and \
                         getattr(plugins.plugin_class(plugins.CONFIG_MANAGERS, cm_type),
                                 'keeps_infra', False):
                     sections.setdefault(_section_key(cm_type, section), (cm_type, dict(section)))
@@ -563,8 +565,7 @@ class Executor:
             try:
                 self._call(f'forgetting the infrastructure on {cm_type}', None,
                            lambda: manager.forget_infra(self.infra_id, group), handler=manager,
-                           resource=group[0], seconds_=self.call_timeout,
-                           limit=f'call_timeout ({seconds(self.call_timeout)})')
+                           resource=group[0])
             except Exception as exc:  # noqa: BLE001 - reported and kept for a later destroy
                 reason = (f'what {cm_type} keeps for the infrastructure could not be removed: '
                           f'{describe_error(exc)}')
@@ -578,15 +579,13 @@ class Executor:
                         resource_type=handler.type, resource=instance.resource,
                         instance_id=created.instance_id, extra=dict(created.extra))
         self._call(f'the drop call on {handler.type}', late, lambda: handler.drop(late),
-                   handler=handler, resource=late.resource, seconds_=self.call_timeout,
-                   limit=f'call_timeout ({seconds(self.call_timeout)})')
+                   handler=handler, resource=late.resource)
         self.report(f'{late.short}: the late create made {created.instance_id}; dropped it')
 
     def _forget_created(self, handler: Any, instance: Instance) -> None:
         try:
             self._call(f'the drop call on {handler.type}', instance, lambda: handler.drop(instance),
-                       handler=handler, resource=instance.resource, seconds_=self.call_timeout,
-                       limit=f'call_timeout ({seconds(self.call_timeout)})')
+                       handler=handler, resource=instance.resource)
         except Exception:  # noqa: BLE001 - still tagged: destroy finds it
             return
         with self._lock:
@@ -761,16 +760,13 @@ class Executor:
         if instance.instance_id:
             handler = self.runtime.handler(instance.resource_type)
             self._call(f'the drop call on {handler.type}', instance, lambda: handler.drop(instance),
-                       handler=handler, resource=instance.resource, seconds_=self.call_timeout,
-                       limit=f'call_timeout ({seconds(self.call_timeout)})')
+                       handler=handler, resource=instance.resource)
         cm_type = (instance.config_management or {}).get('type', 'dummy')
         manager = self.runtime.config_manager(cm_type)
         if instance.node_id not in self.unregistered and \
                 type(manager).drop is not ConfigManager.drop:
             self._call(f'the drop call on {manager.type}', instance, lambda: manager.drop(instance),
-                       handler=manager, resource=instance.config_management,
-                       seconds_=self.call_timeout,
-                       limit=f'call_timeout ({seconds(self.call_timeout)})')
+                       handler=manager, resource=instance.config_management)
         with self._lock:
             self.journal.pop(instance.node_id, None)
 
@@ -797,9 +793,7 @@ class Executor:
                 try:
                     found = self._call(f'the find call on {resource_type}', None,
                                        lambda: handler.find(self.infra_id, resources),
-                                       handler=handler, resource=resources[0],
-                                       seconds_=self.call_timeout,
-                                       limit=f'call_timeout ({seconds(self.call_timeout)})')
+                                       handler=handler, resource=resources[0])
                 except Exception as exc:  # noqa: BLE001 - a cloud (or handler) that cannot be asked
                     failed[endpoint] = describe_error(exc)
                     self.report(f'warning: cannot look for resources tagged with infrastructure '
@@ -848,8 +842,7 @@ class Executor:
 
         def add(resource_type: str, section: Mapping[str, Any]) -> None:
             # an implementation whose endpoint is a template names no endpoint to ask
-            if resource_type and self._buildable(resource_type) and not any(
-                    is_template(value) for _, value in string_leaves(section)):
+            if resource_type and self._buildable(resource_type) and not has_templates(section):
                 found.setdefault(resource_type, {})[
                     json.dumps(section, sort_keys=True, default=str)] = dict(section)
         for instance in instances:

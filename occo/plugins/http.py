@@ -9,8 +9,11 @@ from __future__ import annotations
 import os
 import time
 from typing import Any, Iterator, Optional, Tuple
+from urllib.parse import quote
 
 POOL = 50  # connections kept per host: more than the engine's calls at once per endpoint
+#: redirects, never followed: they would carry the credentials (or a token) elsewhere
+REDIRECTS = frozenset((301, 302, 303, 305, 307, 308))
 
 
 def session(accept: str, auth: Optional[Tuple[str, str]] = None, pool: int = POOL) -> Any:
@@ -87,3 +90,8 @@ def never_sent(exc: BaseException) -> bool:
     early = (u3.NewConnectionError, u3.ConnectTimeoutError, socket.gaierror,
              ConnectionRefusedError, requests.exceptions.ConnectTimeout)
     return any(isinstance(e, early) for e in exception_chain(exc))
+
+
+def url_part(value: Any) -> str:
+    """An id or name as one path segment (or query value) of a URL."""
+    return quote(str(value), safe='')

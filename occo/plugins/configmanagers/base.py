@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence
 
 from occo.errors import AuthError
-from occo.plugins.base import Plugin
-from occo.redact import mask_urls, printable
+from occo.plugins.base import ServicePlugin
+from occo.redact import printable
 
 
 def _no_credentials(section: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
@@ -47,7 +47,7 @@ class Registration:
     connections: List[Dict[str, Any]] = field(default_factory=list)
 
 
-class ConfigManager(Plugin):
+class ConfigManager(ServicePlugin):
     """Base of config managers: by default nothing to do and always done."""
 
     #: Whether instances using it can be built in this release.
@@ -57,33 +57,19 @@ class ConfigManager(Plugin):
     #: whether it keeps something per infrastructure (see :meth:`forget_infra`)
     keeps_infra: ClassVar[bool] = False
 
+    ctx: ManagerContext
+
     def __init__(self, ctx: Optional[ManagerContext] = None) -> None:
-        self.ctx = ctx or ManagerContext()
+        super().__init__(ctx or ManagerContext())
 
     @classmethod
     def describe(cls) -> str:
         return f"config manager type '{cls.type}'"
 
     @classmethod
-    def endpoint(cls, section: Optional[Mapping[str, Any]]) -> str:
-        """Which service a rendered section talks to (calls are limited per endpoint)."""
-        return str((section or {}).get('endpoint') or '')
-
-    @classmethod
     def template_variables(cls, section: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
         """Extra names this config manager gives the node's templates (rendered ``section``)."""
         return {}
-
-    def credentials(self, section: Mapping[str, Any]) -> Dict[str, Any]:
-        """The credentials of ``section`` from the ``config_management`` part of
-        ``auth_data.yaml``.
-
-        :raises AuthError: if no entry matches (or more than one does).
-        """
-        found = self.ctx.credentials(section)
-        if found is None:
-            raise self.no_credentials(section)
-        return found
 
     @classmethod
     def no_credentials(cls, section: Mapping[str, Any]) -> AuthError:
@@ -92,11 +78,6 @@ class ConfigManager(Plugin):
         return AuthError(f'Authorisation information is not set for the target {cls.type} server '
                          f'{where}'.rstrip() + f': add an entry with type: {cls.type} (and '
                          'endpoint) to the config_management section of auth_data.yaml')
-
-    def said(self, section: Mapping[str, Any], said: Any) -> str:
-        """``<type> at <endpoint>: <what the service said>`` on one line, without secrets."""
-        text = ' '.join(str(said).split())
-        return mask_urls(printable(f'{self.type} at {self.endpoint(section)}: {text}'))[:1000]
 
     def prepare(self, registration: Registration) -> None:
         """Register a new instance before its resource is created.  Idempotent (the engine

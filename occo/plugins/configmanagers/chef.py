@@ -16,14 +16,14 @@ the old signing protocol.
 """
 from __future__ import annotations
 
-import json
-import threading
 import time
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
-from occo.errors import AuthError, CloudError, TransientCloudError
+from occo.errors import AuthError, CloudError, OccoError, TransientCloudError
 from occo.instances import State
 from occo.plugins.configmanagers.base import ConfigManager, Registration
+from occo.plugins.http import url_part
+from occo.redact import mask_url, printable
 from occo.schema import KeySchema, Problem, expect_list
 
 READY_TIMEOUT = 5.0  # seconds at most for the question whether a node checked in
@@ -42,8 +42,6 @@ class ChefConfigManager(ConfigManager):
 
     def __init__(self, ctx: Any = None) -> None:
         super().__init__(ctx)
-        self._clients: Dict[Tuple[str, str], Any] = {}
-        self._lock = threading.Lock()
         self._quiet_until: Dict[str, float] = {}  # endpoint -> when to ask it again
 
     @classmethod
@@ -53,19 +51,17 @@ class ChefConfigManager(ConfigManager):
 
     # -- the client ------------------------------------------------------------------------
 
-    def client(self, section: Mapping[str, Any]) -> Any:
+    def _client_of(self, section: Mapping[str, Any]) -> Any:
         """The API client of ``section``'s server and credentials, made once per run.
 
         :raises AuthError: if the credentials are missing or unusable (never showing them).
         """
+        return self.client(self.endpoint(section), self.credentials(section))
+
+    def make_client(self, endpoint: str, credentials: Optional[Mapping[str, Any]]) -> Any:
         from occo.plugins.configmanagers import chefapi
-        credentials = self.credentials(section)
-        endpoint = self.endpoint(section)
-        key = (endpoint, json.dumps(credentials, sort_keys=True, default=str))
-        with self._lock:
-            if key in self._clients:
-                return self._clients[key]
-        where = f'the chef entry of auth_data.yaml for {endpoint}'
+        credentials = credentials or {}
+        where = f'the chef entry of auth_data.yaml for {printable(mask_url(endpoint))}'
         unknown = sorted(set(credentials) - set(AUTH_KEYS))
         if unknown:
             raise AuthError(f"{where}: unknown key(s) {', '.join(map(str, unknown))} "
@@ -81,11 +77,9 @@ class ChefConfigManager(ConfigManager):
         except chefapi.ChefKeyError as exc:
             raise AuthError(f'{where}: {exc}') from None
         try:
-            client = chefapi.ChefClient(endpoint, signer, self.ctx.call_timeout)
+            return chefapi.ChefClient(endpoint, signer, self.ctx.call_timeout)
         except ValueError as exc:
-            raise CloudError(self.said(section, exc)) from None
-        with self._lock:
-            return self._clients.setdefault(key, client)
+            raise CloudError(self.cloud_said({'endpoint': endpoint}, exc)) from None
 
     def _call(self, section: Mapping[str, Any], method: str, path: str, body: Any = None, *,
               missing_ok: bool = False, conflict_ok: bool = False,
@@ -94,15 +88,15 @@ class ChefConfigManager(ConfigManager):
         :class:`TransientCloudError` (the engine retries).  Returns None for a 404 with
         ``missing_ok`` and a 409 with ``conflict_ok``."""
         from occo.plugins.configmanagers import chefapi
-        client = self.client(section)
+        client = self._client_of(section)
         what = f'{method} {path}'
         try:
             return client.request(method, path, body, timeout=timeout)
         except chefapi.ChefUnreachable as exc:
-            raise TransientCloudError(self.said(section, f'{what}: {exc}'),
+            raise TransientCloudError(self.cloud_said(section, f'{what}: {exc}'),
                                       unsent=exc.unsent) from None
         except chefapi.ChefAnswerError as exc:
-            raise CloudError(self.said(section, f'{what}: {exc}')) from None
+            raise CloudError(self.cloud_said(section, f'{what}: {exc}')) from None
         except chefapi.ChefHTTPError as exc:
             if exc.status == 404 and missing_ok or exc.status == 409 and conflict_ok:
                 return None
@@ -112,7 +106,7 @@ class ChefConfigManager(ConfigManager):
         status = exc.status
         text = f'{what} refused (HTTP {status}): {exc.said}'
         if status == 429 or status >= 500:
-            return TransientCloudError(self.said(section, text))
+            return TransientCloudError(self.cloud_said(section, text))
         if status == 401:
             text += (' -- the server refused the credentials: check client_name and client_key '
                      'of the matching chef entry of auth_data.yaml')
@@ -121,7 +115,7 @@ class ChefConfigManager(ConfigManager):
         elif status == 404:
             text += (' -- no such object: is the endpoint the server URL (with '
                      '/organizations/<org> for an organisation)?')
-        return CloudError(self.said(section, text))
+        return CloudError(self.cloud_said(section, text))
 
     # -- operations ------------------------------------------------------------------------
 
@@ -130,7 +124,6 @@ class ChefConfigManager(ConfigManager):
         return f'{infra_id}_{node}'
 
     def prepare(self, registration: Registration) -> None:
-        from occo.plugins.configmanagers.chefapi import quoted
         section, infra_id = registration.section, registration.infra_id
         role = self.role_name(infra_id, registration.node)
         self._call(section, 'POST', 'environments', {
@@ -153,7 +146,7 @@ class ChefConfigManager(ConfigManager):
         made = self._call(section, 'POST', 'nodes', node, conflict_ok=True)
         if made is None:  # an earlier attempt made it (its answer was lost): bring it up to date
             try:
-                self._call(section, 'PUT', f'nodes/{quoted(registration.node_id)}', node)
+                self._call(section, 'PUT', f'nodes/{url_part(registration.node_id)}', node)
             except CloudError as exc:
                 if not isinstance(exc, TransientCloudError):  # refused for good: leave nothing
                     self._forget_node(section, registration.node_id)
@@ -166,11 +159,9 @@ class ChefConfigManager(ConfigManager):
             pass  # in the infrastructure's environment: forget_infra deletes it
 
     def drop_node(self, section: Mapping[str, Any], name: str) -> None:
-        from occo.plugins.configmanagers.chefapi import quoted
-        self._call(section, 'DELETE', f'nodes/{quoted(name)}', missing_ok=True)
+        self._call(section, 'DELETE', f'nodes/{url_part(name)}', missing_ok=True)
 
     def ready(self, record: Any) -> bool:
-        from occo.plugins.configmanagers.chefapi import quoted
         if record.state == State.READY:
             return True  # checked in once: a manage pass need not ask for every node again
         section = record.config_management or {}
@@ -178,13 +169,13 @@ class ChefConfigManager(ConfigManager):
         if time.monotonic() < self._quiet_until.get(endpoint, 0.0):
             return False  # it failed to answer a moment ago: not ready as far as we know
         try:
-            node = self._call(section, 'GET', f'nodes/{quoted(record.node_id)}', missing_ok=True,
+            node = self._call(section, 'GET', f'nodes/{url_part(record.node_id)}', missing_ok=True,
                               timeout=min(READY_TIMEOUT, self.ctx.call_timeout))
         except Exception as exc:  # noqa: BLE001 - not ready as far as we can tell; asked again
             if isinstance(exc, TransientCloudError) or not isinstance(exc, CloudError):
                 self._quiet_until[endpoint] = time.monotonic() + READY_QUIET
             self.ctx.log.warning("node '%s' (instance %s): %s", record.node, record.node_id[:8],
-                                 exc if isinstance(exc, CloudError) else type(exc).__name__)
+                                 exc if isinstance(exc, OccoError) else type(exc).__name__)
             return False
         automatic = node.get('automatic') if isinstance(node, dict) else None
         return isinstance(automatic, dict) and automatic.get('ohai_time') not in (None, '', 0)
@@ -195,7 +186,7 @@ class ChefConfigManager(ConfigManager):
         if listing is None:
             return []
         if not isinstance(listing, dict) or not all(isinstance(k, str) for k in listing):
-            raise CloudError(self.said(section, f'GET {path}: the answer is not a mapping of '
+            raise CloudError(self.cloud_said(section, f'GET {path}: the answer is not a mapping of '
                                                 f'names to URLs but {type(listing).__name__}'))
         return sorted(listing)
 
@@ -203,15 +194,14 @@ class ChefConfigManager(ConfigManager):
         self.drop_node(record.config_management or {}, record.node_id)
 
     def forget_infra(self, infra_id: str, sections: Sequence[Mapping[str, Any]]) -> None:
-        from occo.plugins.configmanagers.chefapi import quoted
         for section in sections:
-            env = quoted(infra_id)
+            env = url_part(infra_id)
             for name in self._names(section, f'environments/{env}/nodes'):
                 self.drop_node(section, name)
             prefix = f'{infra_id}_'
             for name in self._names(section, 'roles'):
                 if name.startswith(prefix):
-                    self._call(section, 'DELETE', f'roles/{quoted(name)}', missing_ok=True)
+                    self._call(section, 'DELETE', f'roles/{url_part(name)}', missing_ok=True)
             self._call(section, 'DELETE', f'environments/{env}', missing_ok=True)
 
 

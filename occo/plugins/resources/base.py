@@ -12,7 +12,6 @@ killed mid-call).  A handler never sees Redis: an emulated cloud keeps its resou
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -21,8 +20,8 @@ from typing import (Any, Callable, ClassVar, Dict, Iterable, List, Mapping, Opti
 
 from occo.errors import AuthError, NotImplementedYet
 from occo.instances import CloudState, Instance, ResourceStatus
-from occo.plugins.base import Plugin
-from occo.redact import mask_urls, printable
+from occo.plugins.base import ServicePlugin
+from occo.redact import printable
 from occo.schema import KeySchema, Problem, expect_number
 
 PENDING = CloudState.PENDING
@@ -112,7 +111,7 @@ class Found:
     what: str = 'resource'
 
 
-class ResourceHandler(Plugin):
+class ResourceHandler(ServicePlugin):
     """Base of resource handlers.
 
     :attr:`contexts` lists the contextualisation types this cloud can take; an implementation
@@ -135,36 +134,7 @@ class ResourceHandler(Plugin):
     #: keys of this handler's settings section (``resources: {<type>: {...}}``)
     settings_keys: ClassVar[KeySchema] = KeySchema()
 
-    def __init__(self, ctx: HandlerContext) -> None:
-        self.ctx = ctx
-        self._clients: Dict[Tuple[str, str], Any] = {}
-        self._clients_lock = threading.Lock()
-
-    @classmethod
-    def endpoint(cls, resource: Mapping[str, Any]) -> str:
-        """Which endpoint a (rendered) resource section talks to: calls are limited, and
-        states asked, per endpoint."""
-        return str(resource.get('endpoint') or '')
-
-    def client(self, endpoint: str, credentials: Optional[Mapping[str, Any]]) -> Any:
-        """The client for ``endpoint`` with ``credentials``, made once per run by
-        :meth:`make_client` and shared by every call (threads included)."""
-        key = (endpoint, json.dumps(credentials, sort_keys=True, default=str))
-        with self._clients_lock:
-            if key not in self._clients:
-                self._clients[key] = self.make_client(endpoint, credentials)
-            return self._clients[key]
-
-    def credentials(self, resource: Mapping[str, Any]) -> Dict[str, Any]:
-        """The credentials of ``resource`` from ``auth_data.yaml`` (exactly one entry whose
-        selector keys all equal the section's).
-
-        :raises AuthError: if no entry matches (or more than one does).
-        """
-        found = self.ctx.credentials(resource)
-        if found is None:
-            raise self.no_credentials(resource)
-        return found
+    ctx: HandlerContext
 
     @classmethod
     def no_credentials(cls, resource: Mapping[str, Any]) -> AuthError:
@@ -173,12 +143,6 @@ class ResourceHandler(Plugin):
         return AuthError(f"Cannot find credentials for {cls.type} {printable(str(where))}".rstrip()
                          + f': add an entry with type: {cls.type} (and endpoint) to the '
                          'resource section of auth_data.yaml')
-
-    def cloud_said(self, resource: Mapping[str, Any], said: Any) -> str:
-        """``<type> at <endpoint>: <what the cloud said>`` on one line, without secrets: the
-        text of a handler's errors (the engine adds the node)."""
-        text = ' '.join(str(said).split())
-        return mask_urls(printable(f'{self.type} at {self.endpoint(resource)}: {text}'))[:1000]
 
     def make_client(self, endpoint: str, credentials: Optional[Mapping[str, Any]]) -> Any:
         """A new client of the cloud SDK (handlers that have one override this)."""

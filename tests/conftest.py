@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import pytest
 
@@ -237,6 +237,17 @@ def chain_infra(occo: 'Occo', folder: Path, nodes: Dict[str, Dict[str, Any]],
     imported = occo.run('occopus-import', folder / 'nodes.yaml')
     assert imported.returncode == 0, imported.stderr
     return folder / 'infra.yaml'
+
+
+def fill_in(path: Path, values: Mapping[str, str]) -> Path:
+    """Replace each ``replace_with_<name>`` placeholder of a tutorial's file by its value
+    (every one must be there: a tutorial that changed must not pass unnoticed)."""
+    text = path.read_text()
+    for name, value in values.items():
+        assert f'replace_with_{name}' in text, name
+        text = text.replace(f'replace_with_{name}', value)
+    path.write_text(text)
+    return path
 
 
 def write(folder: Path, files: Dict[str, str]) -> Path:

@@ -22,6 +22,7 @@ import pytest
 from chefpeer import ChefPeer
 from occo.localredis import free_port, stop_process
 from occo.plugins.configmanagers import chefapi
+from occo.plugins.http import url_part
 
 GOIARDI = '/usr/bin/goiardi'
 START_TIMEOUT = 30.0
@@ -91,14 +92,14 @@ class Goiardi:
         while not self._stop.wait(CHECKIN_EVERY):
             try:
                 for name in self.names('nodes'):
-                    node: Dict[str, Any] = self.api('GET', f'nodes/{chefapi.quoted(name)}') or {}
+                    node: Dict[str, Any] = self.api('GET', f'nodes/{url_part(name)}') or {}
                     automatic = node.get('automatic') or {}
                     if automatic.get('ohai_time') or \
                             node.get('chef_environment') in self.no_checkin:
                         continue
                     node['automatic'] = dict(automatic, ohai_time=time.time(),
                                              fqdn=f'{name}.example.invalid')
-                    self.api('PUT', f'nodes/{chefapi.quoted(name)}', node)
+                    self.api('PUT', f'nodes/{url_part(name)}', node)
             except Exception:  # noqa: BLE001 - a node deleted meanwhile: look again
                 continue
 

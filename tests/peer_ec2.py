@@ -125,6 +125,18 @@ class MotoServer:
                                             VpcId=vpc)['GroupId'] for i in (1, 2)]
         return Network(f'occo-{tag}', groups, subnet)
 
+    def tutorial_values(self, network: Network) -> Dict[str, str]:
+        """The ec2 placeholders of the tutorials (``replace_with_<name>``) for this server and
+        ``network``."""
+        return {'endpoint_of_ec2_interface_of_your_cloud': self.url,
+                'regionname_of_your_ec2_interface': REGION,
+                'id_of_your_image_on_your_target_cloud': IMAGE_ID,
+                'instance_type_of_your_image_on_your_target_cloud': INSTANCE_TYPE,
+                'key_name_on_your_target_cloud': network.key_name,
+                'security_group_id1_on_your_target_cloud': network.security_group_ids[0],
+                'security_group_id2_on_your_target_cloud': network.security_group_ids[1],
+                'subnet_id_on_your_target_cloud': network.subnet_id}
+
     def instances(self, infra_id: str, *, live: bool = True) -> List[Dict[str, Any]]:
         """The instances tagged with ``infra_id`` (with ``live``, those not terminated)."""
         filters = [{'Name': 'tag:occopus:infra_id', 'Values': [infra_id]}]

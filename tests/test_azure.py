@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 import yaml
 
-from conftest import CORPUS, destroy_listing, kill_build_when, records, write
+from conftest import CORPUS, destroy_listing, fill_in, kill_build_when, records, write
 from occo.localredis import free_port
 from peer_azure import PeerInfo
 from test_build import built_id, import_ok
@@ -115,11 +115,8 @@ def assert_one_line_error(stderr: str, pattern: str) -> None:
 
 def copy_tutorial(name: str, folder: Path, values: Dict[str, str], endpoint: str) -> Path:
     shutil.copytree(CORPUS / name, folder, ignore=shutil.ignore_patterns('golden'))
-    definitions = folder / 'nodes' / 'node_definitions.yaml'
+    definitions = fill_in(folder / 'nodes' / 'node_definitions.yaml', values)
     text = definitions.read_text()
-    for placeholder, value in values.items():
-        assert f'replace_with_{placeholder}' in text, placeholder
-        text = text.replace(f'replace_with_{placeholder}', value)
     assert 'https://management.azure.com' in text
     definitions.write_text(text.replace('https://management.azure.com', endpoint))
     return definitions
@@ -663,3 +660,22 @@ def test_states_of_hostile_models_are_unknown():
               (Obj(provisioning_state=None), 'unknown')]
     assert [group_status(g).state.value for g, _ in groups] == [s for _, s in groups]
     assert group_status(groups[1][0]).addresses == ['a.b', '203.0.113.9']
+
+
+def test_a_login_host_that_does_not_answer_is_no_matter_of_the_credentials(
+        in_process, azure_peer, azure_subscription):
+    """azure-identity wraps a refused connection to the login host in the same error as a
+    refused secret: it must be said (and retried) as an outage, not as wrong credentials."""
+    from occo.errors import TransientCloudError
+    from occo.plugins.resources.azure_vm import AzureVMHandler
+    from occo.plugins.resources.base import HandlerContext
+    _, section = in_process
+    auth = dict(tenant_id=TENANT, client_id=azure_peer.client_id,
+                client_secret=azure_peer.client_secret, subscription_id=azure_subscription,
+                authority=f'https://127.0.0.1:{free_port()}')  # nothing listens there
+    handler = AzureVMHandler(HandlerContext(credentials=lambda s: auth))
+    clients, account = handler.clients(section)
+    with pytest.raises(TransientCloudError) as caught:
+        handler.tagged(clients, account, section, 'inproc', ('virtualMachines',))
+    assert 'check tenant_id' not in str(caught.value)
+    assert azure_peer.client_secret not in str(caught.value)

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from chefpeer import CLIENT, ChefPeer, new_key, pem_of
-from conftest import CORPUS, kill_build_when, write
+from conftest import CORPUS, fill_in, kill_build_when, write
 from peer_ec2 import IMAGE_ID, INSTANCE_TYPE, REGION, FaultProxy
 from test_build import built_id, import_ok
 from test_ec2 import records, tags
@@ -73,31 +73,12 @@ def test_chef_wordpress_tutorial_builds_reports_and_destroys(occo, ec2_peer, goi
     network = ec2_peer.network()
     folder = tmp_path / 'chef-wordpress'
     shutil.copytree(TUTORIAL, folder)
-    definitions = folder / 'nodes' / 'node_definitions.yaml'
-    text = definitions.read_text()
-    for placeholder, value in (
-            ('endpoint_of_ec2_interface_of_your_cloud', ec2_peer.url),
-            ('regionname_of_your_ec2_interface', REGION),
-            ('id_of_your_image_on_your_target_cloud', IMAGE_ID),
-            ('instance_type_of_your_image_on_your_target_cloud', INSTANCE_TYPE),
-            ('key_name_on_your_target_cloud', network.key_name),
-            ('security_group_id1_on_your_target_cloud', network.security_group_ids[0]),
-            ('security_group_id2_on_your_target_cloud', network.security_group_ids[1]),
-            ('subnet_id_on_your_target_cloud', network.subnet_id),
-            ('url_of_chef_server', goiardi.url)):
-        assert f'replace_with_{placeholder}' in text
-        text = text.replace(f'replace_with_{placeholder}', value)
-    definitions.write_text(text)
-    cloud_init = folder / 'nodes' / 'cloud_init_chef.yaml'
+    definitions = fill_in(folder / 'nodes' / 'node_definitions.yaml', dict(
+        ec2_peer.tutorial_values(network), url_of_chef_server=goiardi.url))
     validator = (goiardi.root / 'chef-validator.pem').read_text()
-    text = cloud_init.read_text()
-    for placeholder, value in (('your_chef_server_url', goiardi.url),
-                               ('chef_validation_client_name', 'chef-validator'),
-                               ('chef_validation_client_key',
-                                validator.strip().replace('\n', '\n        '))):
-        assert f'replace_with_{placeholder}' in text
-        text = text.replace(f'replace_with_{placeholder}', value)
-    cloud_init.write_text(text)
+    fill_in(folder / 'nodes' / 'cloud_init_chef.yaml', {
+        'your_chef_server_url': goiardi.url, 'chef_validation_client_name': 'chef-validator',
+        'chef_validation_client_key': validator.strip().replace('\n', '\n        ')})
     auth_data(occo, ec2=ec2_peer, chef=[{'endpoint': goiardi.url, 'name': 'admin',
                                          'pem': goiardi.admin_pem}])
     import_ok(occo, definitions)

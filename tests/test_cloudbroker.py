@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 import yaml
 
-from conftest import CORPUS, destroy_listing, failure_line, records, write
+from conftest import CORPUS, destroy_listing, failure_line, fill_in, records, write
 from occo.errors import CloudError, TransientCloudError
 from occo.instances import CloudState, Instance
 from occo.plugins.resources.base import CreateRequest, HandlerContext
@@ -89,15 +89,10 @@ def test_helloworld_tutorial_builds_reports_and_destroys(occo, cloudbroker_peer,
     peer, account = cloudbroker_peer, cloudbroker_account
     folder = tmp_path / 'cloudbroker-helloworld'
     shutil.copytree(TUTORIAL, folder)
-    definitions = folder / 'nodes' / 'node_definitions.yaml'
-    text = definitions.read_text()
-    for placeholder, value in (('endpoint_of_cloudbroker_interface', peer.url + slash),
-                               ('deployment_id', DEPLOYMENT), ('instance_type_id', SIZE),
-                               ('keypair_id', KEY_PAIR),
-                               ('list_of_ports_separated_with_comma', "'22, 80'")):
-        assert f'replace_with_{placeholder}' in text
-        text = text.replace(f'replace_with_{placeholder}', value)
-    definitions.write_text(text)
+    definitions = fill_in(folder / 'nodes' / 'node_definitions.yaml', {
+        'endpoint_of_cloudbroker_interface': peer.url + slash, 'deployment_id': DEPLOYMENT,
+        'instance_type_id': SIZE, 'keypair_id': KEY_PAIR,
+        'list_of_ports_separated_with_comma': "'22, 80'"})
     auth_data(occo, account)
     import_ok(occo, definitions)
 
@@ -570,3 +565,30 @@ def test_a_platform_that_refuses_connections_was_not_sent_the_create():
 def test_instance_names_carry_the_infrastructure_and_node():
     assert instance_name('infra-1', 'a1b2', 'web') == 'occopus:infra-1:a1b2:web'
     assert instance_name('infra-1', 'a1b2', 'web', 'mine') == 'occopus:infra-1:a1b2:web:mine'
+
+
+def test_a_create_whose_accepted_answer_cannot_be_read_stops_what_it_made(cloudbroker_peer,
+                                                                          cloudbroker_account):
+    """The platform made the instance (2xx) but its answer is unreadable: the create fails for
+    good, so it must leave nothing -- the instance is stopped by the create itself, not only
+    by a rollback that looks for leftovers."""
+    peer, account = cloudbroker_peer, cloudbroker_account
+    peer.config(account, hostile={'create': EXTERNAL})
+    with pytest.raises(CloudError, match='the answer is XML Occopus refuses to read'):
+        handler_for(account).create(request_for(section_for(peer)))
+    assert len(peer.instances(account)) == 1 and peer.live(account) == []
+
+
+def test_an_instance_whose_state_cannot_be_read_does_not_hold_up_the_others(cloudbroker_peer,
+                                                                            cloudbroker_account):
+    peer, account = cloudbroker_peer, cloudbroker_account
+    handler, section = handler_for(account), section_for(peer)
+    instances = [instance_of(section, handler.create(request_for(section, node_id=n)).instance_id,
+                             node_id=n) for n in ('node-1', 'node-2')]
+    peer.config(account, faults={'show': [503]})  # the first question of this call fails
+    answered = handler.states(instances)
+    assert len(answered) == 1  # the other one is answered; the failed one is asked again later
+    assert set(handler.states(instances)) == {'node-1', 'node-2'}
+    peer.config(account, faults={'show': [503, 503]})
+    with pytest.raises(TransientCloudError):  # nothing could be read: the call says why
+        handler.states(instances[:1])

@@ -14,8 +14,8 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from cloudsigmapeer import CDROM_ID, FIREWALL_POLICY_ID, LIBDRIVE_ID, PUBKEY_ID
-from conftest import (CORPUS, chain_infra, destroy_listing, failure_line, kill_build_when,
-                      records, write)
+from conftest import (CORPUS, chain_infra, destroy_listing, failure_line, fill_in,
+                      kill_build_when, records, write)
 from test_build import built_id
 from occo.errors import AuthError, CloudError, TransientCloudError
 from occo.instances import CloudState, Instance
@@ -79,16 +79,11 @@ def tutorial(folder: Path, endpoint: str) -> Path:
     """The cloudsigma-ping tutorial with only its endpoint and ids pointed at the peer."""
     target = folder / 'cloudsigma-ping'
     shutil.copytree(CORPUS / 'cloudsigma-ping', target)
-    path = target / 'nodes' / 'node_definitions.yaml'
-    text = path.read_text()
-    for old, new in [('replace_with_endpoint_of_cloudsigma_interface_of_your_cloud', endpoint),
-                     ('replace_with_id_of_your_library_drive_on_your_target_cloud', LIBDRIVE_ID),
-                     ('replace_with_id_of_your_pubkey_on_your_target_cloud', PUBKEY_ID),
-                     ('replace_with_id_of_your_network_policy_on_your_target_cloud',
-                      FIREWALL_POLICY_ID)]:
-        assert old in text
-        text = text.replace(old, new)
-    path.write_text(text)
+    fill_in(target / 'nodes' / 'node_definitions.yaml', {
+        'endpoint_of_cloudsigma_interface_of_your_cloud': endpoint,
+        'id_of_your_library_drive_on_your_target_cloud': LIBDRIVE_ID,
+        'id_of_your_pubkey_on_your_target_cloud': PUBKEY_ID,
+        'id_of_your_network_policy_on_your_target_cloud': FIREWALL_POLICY_ID})
     return target
 
 

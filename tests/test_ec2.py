@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 import yaml
 
-from conftest import CORPUS, destroy_listing, kill_build_when, records, write
+from conftest import CORPUS, destroy_listing, fill_in, kill_build_when, records, write
 from peer_ec2 import IMAGE_ID, INSTANCE_TYPE, REGION, FaultProxy, MotoServer, free_port
 from test_build import built_id, import_ok
 
@@ -78,20 +78,8 @@ def test_ec2_ping_tutorial_builds_reports_and_destroys(occo, ec2_peer, tmp_path)
     network = ec2_peer.network()
     folder = tmp_path / 'ec2-ping'
     shutil.copytree(TUTORIAL, folder, ignore=shutil.ignore_patterns('golden'))
-    definitions = folder / 'nodes' / 'node_definitions.yaml'
-    text = definitions.read_text()
-    for placeholder, value in (
-            ('endpoint_of_ec2_interface_of_your_cloud', ec2_peer.url),
-            ('regionname_of_your_ec2_interface', REGION),
-            ('id_of_your_image_on_your_target_cloud', IMAGE_ID),
-            ('instance_type_of_your_image_on_your_target_cloud', INSTANCE_TYPE),
-            ('key_name_on_your_target_cloud', network.key_name),
-            ('security_group_id1_on_your_target_cloud', network.security_group_ids[0]),
-            ('security_group_id2_on_your_target_cloud', network.security_group_ids[1]),
-            ('subnet_id_on_your_target_cloud', network.subnet_id)):
-        assert f'replace_with_{placeholder}' in text
-        text = text.replace(f'replace_with_{placeholder}', value)
-    definitions.write_text(text)
+    definitions = fill_in(folder / 'nodes' / 'node_definitions.yaml',
+                          ec2_peer.tutorial_values(network))
     auth_data(occo, ec2_peer)
     import_ok(occo, definitions)
 

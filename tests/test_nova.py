@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from conftest import CORPUS, chain_infra, destroy_listing, failure_line, write
+from conftest import CORPUS, chain_infra, destroy_listing, failure_line, fill_in, write
 from test_build import built_id
 from novapeer import BIG_IMAGE_ID, IMAGE_ID, NETWORK_ID, USERS
 from occo.instances import Instance
@@ -54,19 +54,15 @@ def tutorial(folder: Path, peer, project: str) -> Path:
     values pointed at the peer."""
     target = folder / 'nova-ping'
     shutil.copytree(CORPUS / 'nova-ping', target)
-    path = target / 'nodes' / 'node_definitions.yaml'
-    text = path.read_text()
-    for old, new in [('replace_with_endpoint_of_nova_interface_of_your_cloud', peer.keystone),
-                     ('replace_with_projectid_to_use', project),
-                     ('replace_with_id_of_your_image_on_your_target_cloud', IMAGE_ID),
-                     ('replace_with_id_of_network_on_your_target_cloud', NETWORK_ID),
-                     ('replace_with_id_of_the_flavor_on_your_target_cloud', 'm1.small'),
-                     ('replace_with_name_of_keypair_or_remove', 'demo-key'),
-                     ('replace_with_security_group_to_add_or_remove_section', 'default'),
-                     ('replace_with_name_of_floating_ip_pool_or_remove', 'public')]:
-        assert old in text
-        text = text.replace(old, new)
-    path.write_text(text)
+    fill_in(target / 'nodes' / 'node_definitions.yaml', {
+        'endpoint_of_nova_interface_of_your_cloud': peer.keystone,
+        'projectid_to_use': project,
+        'id_of_your_image_on_your_target_cloud': IMAGE_ID,
+        'id_of_network_on_your_target_cloud': NETWORK_ID,
+        'id_of_the_flavor_on_your_target_cloud': 'm1.small',
+        'name_of_keypair_or_remove': 'demo-key',
+        'security_group_to_add_or_remove_section': 'default',
+        'name_of_floating_ip_pool_or_remove': 'public'})
     return target
 
 

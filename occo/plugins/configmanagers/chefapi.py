@@ -23,7 +23,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from occo.plugins.http import AnswerTooLong, never_sent, read_bounded, session
 
@@ -202,7 +202,7 @@ class ChefClient:
         try:
             with self.session.request(method, url, data=data or None, headers=headers,
                                       timeout=limit, stream=True, allow_redirects=False) as answer:
-                text = _read(answer)
+                text = _read(answer, limit[1])
                 status = answer.status_code
         except requests.exceptions.ConnectTimeout:
             raise ChefUnreachable('no connection within the time-out', unsent=True) from None
@@ -225,13 +225,10 @@ class ChefClient:
             raise ChefAnswerError(f'the answer is not JSON: {said_of(status, text)}') from None
 
 
-def _read(answer: Any) -> str:
+def _read(answer: Any, seconds: float) -> str:
+    """The text of an answer: at most :data:`MAX_ANSWER` bytes, arriving within ``seconds``
+    in all (a server that trickles must not hold the caller past its time-out)."""
     try:
-        return read_bounded(answer, MAX_ANSWER).decode('utf-8', errors='replace')
+        return read_bounded(answer, MAX_ANSWER, seconds).decode('utf-8', errors='replace')
     except AnswerTooLong as exc:
         raise ChefAnswerError(str(exc)) from None
-
-
-def quoted(name: str) -> str:
-    """``name`` as one path segment."""
-    return quote(str(name), safe='')

@@ -119,9 +119,10 @@ class AzureACIHandler(AzureHandler):
         try:
             opened = ports(resource.get('ports'))
             cpu, memory = float(resource['cpu_cores']), float(resource['memory'])
+            int(resource.get('gpu_count') or 1)  # used below: refused here, before anything is made
         except (TypeError, ValueError) as exc:
-            raise CloudError(self.cloud_said(resource, f'cpu_cores, memory and ports: {exc}')
-                             ) from None
+            raise CloudError(self.cloud_said(resource, f'cpu_cores, memory, ports and gpu_count: '
+                                                       f'{exc}')) from None
         clients, account = self.clients(resource)
         limit = resource.get('create_timeout')
         until = time.monotonic() + (float(limit) if isinstance(limit, (int, float)) and

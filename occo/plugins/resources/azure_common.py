@@ -23,9 +23,11 @@ from typing import Any, ClassVar, Dict, Iterator, List, Mapping, Optional, Seque
 
 from occo.errors import AuthError, CloudError, OccoError, TransientCloudError
 from occo.instances import Instance
-from occo.plugins.resources.base import CreateRequest, Found, ResourceHandler
 from occo.plugins.http import exception_chain
-from occo.redact import MASK, excerpt, mask_urls, printable
+from occo.plugins.resources.base import CreateRequest, Found, ResourceHandler
+from occo.plugins.resources.common import (META_INFRA_ID, META_NODE, META_NODE_ID, Tags,
+                                           one_line)
+from occo.redact import MASK, excerpt, printable
 from occo.schema import is_template
 
 DEFAULT_AUTHORITY = 'https://login.microsoftonline.com'
@@ -33,14 +35,13 @@ CONNECT_TIMEOUT = 10.0  # seconds
 READ_TIMEOUT = 60.0     # seconds
 POLL_INTERVAL = 2.0     # seconds between polls of an operation that names no retry-after
 PART_WAIT = 600.0       # seconds a part's create may take (create_timeout and cancel cut it)
-DELETE_WAIT = 300.0     # seconds a delete may take
+DELETE_WAIT = 300.0     # seconds the deletes of one drop (or undo) may take in all
 LISTED_LIMIT = 10000    # resources of one tag listing at most
 MESSAGE_LIMIT = 500     # characters of what the cloud said
 AUTH_KEYS = ('tenant_id', 'client_id', 'client_secret', 'subscription_id')
 
-TAG_INFRA_ID = 'occopus_infra_id'
-TAG_NODE_ID = 'occopus_node_id'
-TAG_NODE = 'occopus_node'
+#: the tags of a node instance's parts (Azure tag names cannot hold ':')
+TAG_INFRA_ID, TAG_NODE_ID, TAG_NODE = META_INFRA_ID, META_NODE_ID, META_NODE
 
 #: ARM resource types by the short names used here, and what to call them for people
 KINDS = {'virtualMachines': ('Microsoft.Compute/virtualMachines', 'virtual machine'),
@@ -150,7 +151,7 @@ def in_drop_order(rids: List[str]) -> List[Part]:
 
 
 def node_tags(request: CreateRequest) -> Dict[str, str]:
-    return {TAG_INFRA_ID: request.infra_id, TAG_NODE_ID: request.node_id, TAG_NODE: request.node}
+    return Tags(request.infra_id, request.node_id, request.node).metadata()
 
 
 def azure_name(request: CreateRequest, limit: int = 58) -> str:
@@ -421,26 +422,39 @@ class AzureHandler(ResourceHandler):
                                                          'deadline (given up)')) from None
         except ClientAuthenticationError as exc:
             status, code, message = said_by(exc)
-            if getattr(exc, 'response', None) is None or code not in AUTH_CODES and status != 401:
+            if getattr(exc, 'response', None) is None:
+                # azure-identity wraps a login host it could not reach (refused, TLS, reset) in
+                # this error too: that is no matter of the credentials
+                cause = next((e for e in exception_chain(exc) if isinstance(
+                    e, (ServiceRequestError, ServiceResponseError))), None)
+                if cause is not None:
+                    raise self._unreachable(resource, account, doing, cause) from None
+            if getattr(exc, 'response', None) is None or (code not in AUTH_CODES and
+                                                          status != 401):
                 raise self._login_failed(resource, account, doing, exc) from None
             raise self._refused(resource, account, doing, exc, deleting) from None
         except HttpResponseError as exc:
             raise self._refused(resource, account, doing, exc, deleting) from None
-        except ServiceRequestError as exc:
-            if _is_tls(exc):
-                raise CloudError(self.say(resource, account, f'{doing}: TLS failed ({exc}); is the '
-                                          'CA of the endpoint in REQUESTS_CA_BUNDLE?')) from None
-            raise TransientCloudError(self.say(resource, account, f'{doing}: {exc}'),
-                                      unsent=True) from None
-        except ServiceResponseError as exc:
-            raise TransientCloudError(self.say(resource, account, f'{doing}: {exc}')) from None
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise self._unreachable(resource, account, doing, exc) from None
         except Exception as exc:  # noqa: BLE001 - an answer the SDK could not make sense of
             raise CloudError(self.say(resource, account, f'{doing}: the answer could not be read '
                                       f'({type(exc).__name__}: {exc})')) from None
 
+    def _unreachable(self, resource: Mapping[str, Any], account: Account, doing: str,
+                     exc: Any) -> CloudError:
+        """No answer: a request that could not be sent (a TLS failure is for good: the CA is
+        missing), or an answer that broke off (transient)."""
+        from azure.core.exceptions import ServiceRequestError
+        if not isinstance(exc, ServiceRequestError):
+            return TransientCloudError(self.say(resource, account, f'{doing}: {exc}'))
+        if _is_tls(exc):
+            return CloudError(self.say(resource, account, f'{doing}: TLS failed ({exc}); is the '
+                                       'CA of the endpoint in REQUESTS_CA_BUNDLE?'))
+        return TransientCloudError(self.say(resource, account, f'{doing}: {exc}'), unsent=True)
+
     def _clean(self, account: Account, text: str, limit: int = MESSAGE_LIMIT) -> str:
-        text = mask_urls(printable(' '.join(account.hide(text).split())))
-        return text if len(text) <= limit else text[:limit - 1] + '…'
+        return one_line(text, limit, account)
 
     def _login_failed(self, resource: Mapping[str, Any], account: Account, doing: str,
                       exc: Any) -> CloudError:
@@ -568,17 +582,19 @@ class AzureHandler(ResourceHandler):
             if made.parts:
                 exc.unsent = False  # something was made: the rollback must look for it
             return
+        until = time.monotonic() + DELETE_WAIT  # for all of them together
         for part in in_drop_order(made.parts):
             try:
-                self.delete(clients, account, request.resource, part)
+                self.delete(clients, account, request.resource, part, until)
             except OccoError as error:  # it stays tagged: occopus-destroy finds it
                 self.ctx.log.warning('could not undo %s: %s', part.rid, error)
 
     def delete_all(self, clients: Clients, account: Account, resource: Mapping[str, Any],
                    rids: List[str]) -> None:
-        """Delete parts in dependency order (each bounded)."""
+        """Delete parts in dependency order, all within :data:`DELETE_WAIT`."""
+        until = time.monotonic() + DELETE_WAIT
         for part in in_drop_order(rids):
-            self.delete(clients, account, resource, part)
+            self.delete(clients, account, resource, part, until)
 
     def tagged(self, clients: Clients, account: Account, resource: Mapping[str, Any],
                infra_id: str, kinds: Tuple[str, ...]) -> List[Tuple[Part, Dict[str, str]]]:
@@ -618,11 +634,10 @@ def find_parts(handler: AzureHandler, infra_id: str, resources: Sequence[Mapping
         endpoint = resource.get('endpoint')
         if is_template(endpoint) or not str(endpoint or '').startswith('https://'):
             continue
-        account = handler.account(resource)
+        clients, account = handler.clients(resource)
         if (account.endpoint, account.subscription_id, account.client_id) in asked:
             continue
         asked.add((account.endpoint, account.subscription_id, account.client_id))
-        clients, account = handler.clients(resource)
         nodes: Dict[str, List[Any]] = {}
         for part, tags in handler.tagged(clients, account, resource, infra_id, kinds):
             nodes.setdefault(tags.get(TAG_NODE_ID) or part.rid, []).append((part, tags))

@@ -36,6 +36,7 @@ from occo.plugins.resources.azure_common import (
 from occo.plugins.resources.base import (
     FAILED, PENDING, RUNNING, SHUTDOWN, UNKNOWN, CreateRequest, Created, ResourceStatus,
     resource_keys)
+from occo.plugins.resources.common import truthy
 from occo.redact import excerpt, printable
 from occo.schema import Problem
 
@@ -54,9 +55,6 @@ POWER = {'running': (RUNNING, None), 'starting': (PENDING, None),
          'deallocating': (SHUTDOWN, 'the virtual machine is being deallocated'),
          'deallocated': (SHUTDOWN, 'the virtual machine is deallocated')}
 
-
-def _truthy(value: Any) -> bool:
-    return value is True or str(value).strip().lower() in ('true', 'yes', 'on', '1')
 
 
 def vm_status(vm: Any) -> ResourceStatus:
@@ -170,7 +168,7 @@ class AzureVMHandler(AzureHandler):
                                                      address_prefix='10.0.0.0/24')]),
                          polling=polling))
             address = None
-            if _truthy(resource.get('public_ip_needed')):
+            if truthy(resource.get('public_ip_needed')):
                 pip = part('publicIPAddresses', f'{name}-pubip')
                 make(f'creating public IP address {pip.name}', pip,
                      lambda polling: clients.network.public_ip_addresses.begin_create_or_update(

@@ -30,16 +30,17 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
-from urllib.parse import quote
 
-from occo.errors import AuthError, CloudError, OccoError, TransientCloudError
+from occo.errors import CloudError, OccoError, TransientCloudError
 from occo.instances import Instance
-from occo.plugins.http import AnswerTooLong, never_sent, read_bounded, session
+from occo.plugins.http import (REDIRECTS, AnswerTooLong, never_sent, read_bounded, session,
+                               url_part)
 from occo.plugins.resources.base import (
     PENDING, RUNNING, SHUTDOWN, UNKNOWN, CreateRequest, Created, Found, ResourceHandler,
     ResourceStatus, resource_keys)
-from occo.redact import MASK, excerpt, mask_urls, printable
-from occo.schema import Problem, is_template, join, type_name
+from occo.plugins.resources.common import BasicAuth, check_description, one_line
+from occo.redact import excerpt, printable
+from occo.schema import Problem, is_template, type_name
 
 DESCRIPTION_REQUIRED = ('deployment_id', 'instance_type_id')
 #: added to the description unless it has them (the original's defaults)
@@ -47,12 +48,10 @@ DEFAULTS = {'disable_autostop': 'true', 'isolated': 'true'}
 CONNECT_TIMEOUT = 10.0  # seconds
 READ_TIMEOUT = 60.0     # seconds, per read and for a whole answer
 BODY_LIMIT = 8 << 20    # bytes of an answer read at most (a listing of many instances fits)
-MESSAGE_LIMIT = 300     # characters of the platform's message quoted
 STATES_PER_CALL = 50    # instances asked about by one states call (the others at the next)
 ASKED_LIMIT = 100_000  # node ids remembered for that order at most
 NAME_PREFIX = 'occopus'
 QUOTA_WORDS = ('quota', 'limit exceeded', 'limit reached', 'too many instances')
-REDIRECTS = frozenset((301, 302, 303, 305, 307, 308))
 
 PENDING_STATUSES = frozenset(('starting', 'initializing', 'preparing'))
 SHUTDOWN_STATUSES = {'stopping': 'the instance is stopping', 'halted': 'the instance is halted',
@@ -96,22 +95,17 @@ class CloudBrokerHandler(ResourceHandler):
         :raises CloudError: if the endpoint is no http(s) URL.
         """
         endpoint = str(resource.get('endpoint') or '')
-        found = self.credentials(resource)
-        email, password = (str(v) if isinstance(v, (str, int)) and not isinstance(v, bool) else ''
-                           for v in (found.get('email'), found.get('password')))
-        if not (email and password):
-            names = ', '.join(sorted(str(k) for k in found)) or 'nothing'
-            raise AuthError(f'the auth_data of {self.type} {printable(mask_urls(endpoint))} needs '
-                            f'email and password (it has {printable(names)})')
+        login = BasicAuth.of(self.credentials(resource), self.type, endpoint)
         if not re.match(r'https?://[^/\s]', endpoint):
             raise CloudError(self.cloud_said(
                 resource, 'the endpoint must be the http(s) URL of the CloudBroker API, such as '
                 f'https://cola-prototype.cloudbroker.com/, not {excerpt(endpoint)}'))
-        return self.client(endpoint.rstrip('/'), {'email': email, 'password': password})
+        return self.client(endpoint.rstrip('/'), {'email': login.email,
+                                                  'password': login.password})
 
     def make_client(self, endpoint: str, credentials: Optional[Mapping[str, Any]]) -> 'Platform':
         assert credentials is not None
-        return Platform(endpoint, Account(credentials['email'], credentials['password']))
+        return Platform(endpoint, BasicAuth(credentials['email'], credentials['password']))
 
     def _say(self, resource: Mapping[str, Any], platform: Optional['Platform'], said: str) -> str:
         return self.cloud_said(resource, platform.account.hide(said) if platform else said)
@@ -133,20 +127,21 @@ class CloudBrokerHandler(ResourceHandler):
             raise CloudError(self._say(resource, platform, f'{doing}: {exc}')) from None
         except requests.exceptions.SSLError as exc:
             raise CloudError(self._say(resource, platform, f'{doing}: TLS failed: '
-                                       f'{_text(exc, platform)}')) from None
+                                       f'{one_line(exc, secret=platform.account)}')) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
                 requests.exceptions.ChunkedEncodingError) as exc:
             raise TransientCloudError(
                 self._say(resource, platform, f'{doing}: cannot reach the platform: '
-                                              f'{_text(exc, platform)}'),
+                                              f'{one_line(exc, secret=platform.account)}'),
                 unsent=never_sent(exc)) from None
         except Exception as exc:  # noqa: BLE001 - a hostile answer must not escape as a traceback
+            said = one_line(exc, secret=platform.account)
             raise CloudError(self._say(resource, platform, f'{doing}: the answer could not be used '
-                                       f'({type(exc).__name__}: {_text(exc, platform)})')) from None
+                                       f'({type(exc).__name__}: {said})')) from None
 
     def _refused(self, resource: Mapping[str, Any], platform: 'Platform', doing: str,
                  answer: 'Answer') -> CloudError:
-        status, message = answer.status, _text(answer.message, platform)
+        status, message = answer.status, one_line(answer.message, secret=platform.account)
         low = message.lower()
         said = f'{doing}: {message or "no message"} (HTTP {status})'
         if status in REDIRECTS:
@@ -188,9 +183,11 @@ class CloudBrokerHandler(ResourceHandler):
                 return self._take(resource, platform, earlier)
         if request.cancelled.is_set():
             raise TransientCloudError('the create call was given up by Occopus; nothing made')
+        accepted = False  # the platform answered 2xx: the instance exists, whatever the body
         try:
             with self._errors(resource, platform, CREATING):
                 reply = platform.call('POST', '/instances.xml', document)
+                accepted = True
                 made = _seen(_instance_element(parse(reply.body)))
                 if made is None:
                     raise Unreadable('the answer names no instance id')
@@ -209,6 +206,10 @@ class CloudBrokerHandler(ResourceHandler):
                 resource, platform, f'the instance {found[0].instance_id} was made although the '
                                     'create call failed: it is taken'))
             return self._take(resource, platform, found)
+        except CloudError:
+            if accepted:  # a permanent error must leave nothing: stop what the answer hid
+                self._stop_named(resource, platform, name)
+            raise
         status = made.status() if made.status_text else None
         return Created(made.instance_id, made.addresses, made.private_address,
                        state=status.state if status and status.state != UNKNOWN else PENDING)
@@ -241,6 +242,17 @@ class CloudBrokerHandler(ResourceHandler):
         for key, value in fields.items():
             ElementTree.SubElement(root, key).text = value
         return ElementTree.tostring(root, encoding='utf-8', xml_declaration=True)
+
+    def _stop_named(self, resource: Mapping[str, Any], platform: 'Platform', name: str) -> None:
+        """Stop the live instances called ``name`` (as far as the platform lets us: what is
+        left is still named for the node, and ``occopus-destroy`` finds it)."""
+        try:
+            with self._errors(resource, platform, 'looking for the instance the create made'):
+                found = self._named(platform, name)
+            for seen in found:
+                self._stop(resource, platform, seen.instance_id)
+        except CloudError as exc:
+            self.ctx.log.warning('%s', exc)
 
     def _named(self, platform: 'Platform', name: str) -> List['Seen']:
         """The live instances called ``name``, oldest first."""
@@ -275,15 +287,21 @@ class CloudBrokerHandler(ResourceHandler):
                              key=lambda i: self._asked.get(i.node_id, 0.0))[:STATES_PER_CALL]
         result: Dict[str, ResourceStatus] = {}
         platforms: Dict[str, 'Platform'] = {}  # credentials looked up once per distinct section
+        failed: Optional[CloudError] = None
         for instance in ordered:
-            key = json.dumps(instance.resource, sort_keys=True, default=str)
-            if key not in platforms:
-                platforms[key] = self._platform(instance.resource)
-            result[instance.node_id] = self._state(instance, platforms[key])
-            with self._asked_lock:
+            with self._asked_lock:  # asked, answered or not: the others come first next time
                 if len(self._asked) > ASKED_LIMIT:
                     self._asked.clear()
                 self._asked[instance.node_id] = time.monotonic()
+            try:
+                key = json.dumps(instance.resource, sort_keys=True, default=str)
+                if key not in platforms:
+                    platforms[key] = self._platform(instance.resource)
+                result[instance.node_id] = self._state(instance, platforms[key])
+            except CloudError as exc:  # left out: asked again later; the others still answered
+                failed = failed or exc
+        if failed is not None and not result:
+            raise failed
         return result
 
     def _state(self, instance: Instance, platform: 'Platform') -> ResourceStatus:
@@ -291,7 +309,8 @@ class CloudBrokerHandler(ResourceHandler):
         doing = f'reading the instance {instance_id}'
         with self._errors(resource, platform, doing):
             try:
-                reply = platform.call('GET', f'/instances/{_id(instance_id)}.xml', accept=(404,))
+                reply = platform.call('GET', f'/instances/{url_part(instance_id)}.xml',
+                                      accept=(404,))
                 if reply.status == 404:
                     return ResourceStatus(SHUTDOWN, reason=self._say(
                         resource, platform, f'the platform has no instance {instance_id} '
@@ -321,13 +340,14 @@ class CloudBrokerHandler(ResourceHandler):
         doing = f'stopping the instance {instance_id}'
         with self._errors(resource, platform, doing):
             try:
-                platform.call('PUT', f'/instances/{_id(instance_id)}/stop', accept=(404,))
+                platform.call('PUT', f'/instances/{url_part(instance_id)}/stop', accept=(404,))
                 return
             except Answer as refusal:
                 if refusal.status in REDIRECTS or refusal.status in (401, 408, 425, 429) or \
                         refusal.status >= 500:
                     raise
-                reply = platform.call('GET', f'/instances/{_id(instance_id)}.xml', accept=(404,))
+                reply = platform.call('GET', f'/instances/{url_part(instance_id)}.xml',
+                                      accept=(404,))
                 if reply.status == 404:
                     return
                 try:
@@ -383,18 +403,6 @@ class CloudBrokerHandler(ResourceHandler):
 CREATING = 'creating the instance'
 
 
-def check_description(description: Any, required: tuple) -> Optional[Problem]:
-    """The ``description`` mapping shared by CloudBroker and CloudSigma resources."""
-    if not isinstance(description, Mapping):
-        return Problem(f"'description' must be a mapping with {join(required)}, "
-                       f'got {type_name(description)}', ('description',))
-    missing = [k for k in required if k not in description]
-    if missing:
-        return Problem(f'Missing key(s) in description: {join(missing)} '
-                       f'(description requires {join(required)})', ('description',))
-    return None
-
-
 def check_values(description: Mapping[str, Any]) -> Iterator[Problem]:
     """What a CloudBroker description cannot say: keys that are no XML element names, values
     that are not text, numbers or true/false."""
@@ -437,36 +445,7 @@ def _hint(resource: Mapping[str, Any], low: str) -> str:
     return ' -- check ' + ' and '.join(f'{k} ({excerpt(description.get(k), 40)})' for k in checks)
 
 
-def _text(value: Any, platform: Optional['Platform'] = None, limit: int = MESSAGE_LIMIT) -> str:
-    """What the platform said, on one printable line of at most ``limit`` characters, the
-    credentials masked *before* it is cut (a secret across the cut leaves nothing behind)."""
-    text = ' '.join(str(value).split())
-    if platform is not None:
-        text = platform.account.hide(text)
-    text = printable(mask_urls(text))
-    return text if len(text) <= limit else text[:limit - 1] + '…'
-
-
-def _id(value: Any) -> str:
-    """An instance id as one path segment."""
-    return quote(str(value), safe='')
-
-
 # -- the wire --------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Account:
-    """The email and password of one auth-data entry (never printed: the repr hides them)."""
-
-    email: str = field(repr=False)
-    password: str = field(repr=False)
-
-    def hide(self, text: str) -> str:
-        for value in (self.password, self.email):
-            if value:
-                text = text.replace(value, MASK)
-        return text
-
 
 @dataclass
 class Reply:
@@ -489,7 +468,7 @@ class Unreadable(Exception):
 class Platform:
     """One ``requests`` session (one endpoint and account), shared by every thread."""
 
-    def __init__(self, base: str, account: Account) -> None:
+    def __init__(self, base: str, account: BasicAuth) -> None:
         self.base = base
         self.account = account
         self.session = session('application/xml', (account.email, account.password))
@@ -546,8 +525,8 @@ def parse(body: bytes) -> Any:
         raise Unreadable(f'the answer is XML Occopus refuses to read ({type(exc).__name__}: '
                          'a DTD or entities)') from None
     except (ParseError, ValueError, UnicodeError, RecursionError) as exc:
-        raise Unreadable(f'the answer is not XML ({_text(exc, limit=120)}): '
-                         f'{_text(body[:200].decode("utf-8", "replace"), limit=120)}') from None
+        raise Unreadable(f'the answer is not XML ({one_line(exc, 120)}): '
+                         f'{one_line(body[:200].decode("utf-8", "replace"), 120)}') from None
 
 
 def _said(data: bytes) -> str:
@@ -637,4 +616,4 @@ def _seen(element: Any) -> Optional[Seen]:
                 addresses, _field(element, 'internal-ip-address', 'internal-ip') or None)
 
 
-__all__ = ['CloudBrokerHandler', 'check_description', 'instance_name']
+__all__ = ['CloudBrokerHandler', 'instance_name']

@@ -28,19 +28,20 @@ import base64
 import json
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from occo.errors import AuthError, CloudError, TransientCloudError
+from occo.errors import CloudError, TransientCloudError
 from occo.instances import Instance
-from occo.plugins.http import AnswerTooLong, never_sent, read_bounded, session
+from occo.plugins.http import (REDIRECTS, AnswerTooLong, never_sent, read_bounded, session,
+                               url_part)
 from occo.plugins.resources.base import (
     PENDING, RUNNING, SHUTDOWN, UNKNOWN, CreateRequest, Created, Found, ResourceHandler,
     ResourceStatus, resource_keys)
-from occo.plugins.resources.cloudbroker import check_description
 from occo.plugins.resources.common import (
-    META_INFRA_ID, META_NODE, META_NODE_ID, Tags, as_dict, as_list, one_line, url_part)
-from occo.redact import MASK, excerpt, mask_url, printable
+    META_INFRA_ID, META_NODE, META_NODE_ID, BasicAuth, Tags, as_dict, as_list, check_description,
+    one_line)
+from occo.redact import excerpt, mask_url, printable
 from occo.schema import Problem, is_template
 
 DESCRIPTION_REQUIRED = ('cpu', 'mem', 'vnc_password')
@@ -71,37 +72,12 @@ STATES = {
     'stopped': (SHUTDOWN, 'the server is stopped (stopped servers are not used)'),
     'unavailable': (UNKNOWN, 'the server is unavailable (its host cannot be reached now)'),
 }
-REDIRECTS = frozenset((301, 302, 303, 305, 307, 308))
 _NOT_JSON = object()  # what an answer that does not parse reads as
 
 
 def api_base(endpoint: str) -> str:
     """The API base of an ``endpoint`` with exactly one trailing slash (paths are joined to it)."""
     return endpoint.strip().rstrip('/') + '/'
-
-
-@dataclass(frozen=True)
-class Secret:
-    """The email and password of one auth-data entry (never printed: the repr hides them)."""
-
-    email: str
-    password: str
-
-    def __repr__(self) -> str:
-        return 'Secret(***)'
-
-    @classmethod
-    def of(cls, auth: Mapping[str, Any], where: str) -> 'Secret':
-        email, password = auth.get('email'), auth.get('password')
-        if not isinstance(email, (str, int)) or not isinstance(password, (str, int)) or \
-                isinstance(email, bool) or isinstance(password, bool) or not email or not password:
-            names = ', '.join(sorted(str(k) for k in auth)) or 'nothing'
-            raise AuthError(f'the auth_data of cloudsigma {printable(mask_url(where))} needs email '
-                            f'and password (it has {printable(names)})')
-        return cls(str(email), str(password))
-
-    def hide(self, text: str) -> str:
-        return text.replace(self.password, MASK) if self.password else text
 
 
 @dataclass
@@ -159,23 +135,12 @@ def _said(body: Any, fallback: str) -> Tuple[Tuple[str, ...], str]:
     return tuple(dict.fromkeys(kinds)), '; '.join(messages) or fallback
 
 
-def _no_redirect(response: Any, *args: Any, **kwargs: Any) -> Any:
-    if response.status_code in REDIRECTS:
-        where = response.headers.get('Location')
-        raise Answer(response.status_code, (), 'the cloud answered with a redirect' + (
-            f' to {excerpt(mask_url(where), 200)}' if isinstance(where, str) else '') +
-            ', which Occopus does not follow (it would carry the credentials elsewhere): give '
-            'the URL of the API base as the endpoint')
-    return response
-
-
 class Api:
     """One ``requests`` session (one API base and credentials), shared by every thread."""
 
-    def __init__(self, base: str, secret: Secret) -> None:
+    def __init__(self, base: str, secret: BasicAuth) -> None:
         self.base, self.secret = base, secret
         self.session = session('application/json', (secret.email, secret.password))
-        self.session.hooks['response'].append(_no_redirect)
 
     def call(self, method: str, path: str, body: Any = None, gone_ok: bool = False) -> Any:
         """One call of ``path`` (relative to the API base): the JSON answer ({} if none; None
@@ -191,6 +156,12 @@ class Api:
         finally:
             response.close()
         status = response.status_code
+        if status in REDIRECTS:
+            where = response.headers.get('Location')
+            raise Answer(status, (), 'the cloud answered with a redirect' + (
+                f' to {excerpt(mask_url(where), 200)}' if isinstance(where, str) else '') +
+                ', which Occopus does not follow (it would carry the credentials elsewhere): '
+                'give the URL of the API base as the endpoint')
         if status == 404 and gone_ok:
             return None
         try:
@@ -284,13 +255,13 @@ class CloudSigmaHandler(ResourceHandler):
 
     def make_client(self, endpoint: Any, credentials: Optional[Mapping[str, Any]]) -> Api:
         assert isinstance(endpoint, str) and credentials is not None
-        return Api(endpoint, Secret(**credentials))
+        return Api(endpoint, BasicAuth(**credentials))
 
     def _api(self, section: Mapping[str, Any]) -> Tuple[Api, Spec]:
         """The shared session for a resource section, and the section's keys."""
         spec = Spec.of(section)
-        secret = Secret.of(self.credentials(section), spec.endpoint)
-        return self.client(spec.base, asdict(secret)), spec
+        login = BasicAuth.of(self.credentials(section), self.type, spec.endpoint)
+        return self.client(spec.base, {'email': login.email, 'password': login.password}), spec
 
     @staticmethod
     def _section(instance: Instance) -> Mapping[str, Any]:
@@ -323,16 +294,18 @@ class CloudSigmaHandler(ResourceHandler):
         except Answer as exc:
             raise self._refused(section, api, doing, exc, hint, busy) from None
         except requests.exceptions.SSLError as exc:
-            raise CloudError(self._say(section, api, f'{doing}: TLS failed: '
-                                                     f'{one_line(exc, secret=api.secret)}')) from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            said = one_line(exc, secret=api.secret)
+            raise CloudError(self._say(section, api, f'{doing}: TLS failed: {said}')) from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                requests.exceptions.ChunkedEncodingError) as exc:
+            said = one_line(exc, secret=api.secret)
             raise TransientCloudError(self._say(section, api, f'{doing}: cannot reach the cloud: '
-                                                              f'{one_line(exc, secret=api.secret)}'),
+                                                              f'{said}'),
                                       unsent=never_sent(exc)) from None
         except Exception as exc:  # noqa: BLE001 - a hostile answer must not escape as a traceback
+            said = one_line(exc, secret=api.secret)
             raise CloudError(self._say(section, api, f'{doing}: the answer could not be used '
-                                                     f'({type(exc).__name__}: '
-                                                     f'{one_line(exc, secret=api.secret)})')) from None
+                                                     f'({type(exc).__name__}: {said})')) from None
 
     def _refused(self, section: Mapping[str, Any], api: Api, doing: str, answer: Answer,
                  hint: str = '', busy: bool = False) -> CloudError:
@@ -399,8 +372,8 @@ class CloudSigmaHandler(ResourceHandler):
         look = lambda: self._drives(api, tags)  # noqa: E731
         try:
             with self._errors(section, api, doing, hint=hint):
-                answer = api.call('POST', f'libdrives/{url_part(spec.libdrive_id)}/action/?do=clone',
-                                  {'name': tags.description()})
+                path = f'libdrives/{url_part(spec.libdrive_id)}/action/?do=clone'
+                answer = api.call('POST', path, {'name': tags.description()})
                 drives = api.objects(answer, 'the clone')
                 if not drives:
                     raise Refusal('the clone answer names no drive')
@@ -697,8 +670,8 @@ class CloudSigmaHandler(ResourceHandler):
             if mine:
                 extra['drive_id'] = mine
                 taken.add(mine)
-            result.append(Found(str(_uuid(server)), node_id, one_line(meta.get(META_NODE), 80) or None,
-                                keep, extra, 'server'))
+            node = one_line(meta.get(META_NODE), 80) or None
+            result.append(Found(str(_uuid(server)), node_id, node, keep, extra, 'server'))
         for drive in drives:
             if _uuid(drive) in taken:
                 continue

@@ -34,12 +34,12 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from occo.errors import AuthError, CloudError, TransientCloudError
 from occo.instances import Instance
-from occo.plugins.http import never_sent
+from occo.plugins.http import REDIRECTS, never_sent, url_part
 from occo.plugins.resources.base import (
     FAILED, PENDING, RUNNING, SHUTDOWN, UNKNOWN, CreateRequest, Created, Found, ResourceHandler,
     ResourceStatus, resource_keys)
 from occo.plugins.resources.common import (
-    META_INFRA_ID, META_NODE, META_NODE_ID, Tags, as_dict, as_list, one_line, url_part)
+    META_INFRA_ID, META_NODE, META_NODE_ID, Tags, as_dict, as_list, one_line, truthy)
 from occo.redact import MASK, excerpt, mask_url, printable
 from occo.schema import Problem, expect_list, is_int
 
@@ -57,7 +57,6 @@ MAX_PAGES = 100         # pages of one listing (of up to 1000 items each, as Nov
 USER_DATA_LIMIT = 65535  # bytes of base64 Nova takes
 MESSAGE_LIMIT = 300     # characters of a cloud's message quoted
 BODY_LIMIT = 100_000    # characters of an error body kept to find its message in (masked, then cut)
-REDIRECTS = frozenset((301, 302, 303, 305, 307, 308))  # answers never followed (they would carry the token)
 
 META_PERSIST = 'occopus_persist'
 SERVER, VOLUME, FLOATING_IP = 'server', 'volume', 'floating_ip'  # kinds of what drop is given
@@ -81,9 +80,6 @@ def keystone_url(endpoint: str) -> str:
         return url.rstrip('/')
     return url.rstrip('/') + '/v3'
 
-
-def _truthy(value: Any) -> bool:
-    return value is True or str(value).strip().lower() in ('true', 'yes', 'on', '1')
 
 
 @dataclass(frozen=True)
@@ -168,7 +164,7 @@ class Spec:
             floating_ip='floating_ip' in section or 'floating_ip_pool' in section,
             floating_ip_pool=text('floating_ip_pool'),
             volume_size=size,
-            volume_persist=_truthy(section.get('volume_persist', False)))
+            volume_persist=truthy(section.get('volume_persist', False)))
 
 
 @dataclass
